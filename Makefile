@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_OUT ?= runs/demo
+
+.PHONY: install demo test bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch is installed first and alone so that no other package can pull a multi-GB CUDA build of it.
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$$(grep -E '^torch==' requirements.txt)"
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python -m workbench fewshot --dataset sst2 --methods zero-shot,linear-probe,random,vocab \
+		--k 16 --seeds 13,21,42 --steps 200 --out $(DEMO_OUT) --overwrite
+
+test: install
+	OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

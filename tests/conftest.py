@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny random models of every family (built from configs, loaded by path) and small datasets."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+POS = ["great", "wonderful", "good", "okay"]
+NEG = ["terrible", "awful", "bad", "boring"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny_models")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    """family -> path of a tiny random model saved with its tokenizer."""
+    from tiny_models import FAMILIES, build_tiny
+    return {f: str(build_tiny(f, tiny_dir)) for f in FAMILIES}
+
+
+def write_dataset(root: Path, name: str, n_per_class: int = 12, n_test: int = 16, pair: bool = False, seed: int = 0):
+    """A small sentiment-like dataset in the shared JSONL format (words from the tiny vocabulary)."""
+    rng = random.Random(seed)
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+
+    def row(label):
+        word = rng.choice(POS if label else NEG)
+        text = f"the movie was {word} and the film is {rng.choice(['good', 'bad', 'okay'])}"
+        if pair:
+            return {"text_a": text, "text_b": f"it was {rng.choice(POS + NEG)}", "label": label}
+        return {"text": text, "label": label}
+
+    for split, n in (("train", n_per_class), ("test", n_test // 2)):
+        rows = [row(c) for c in (0, 1) for _ in range(n)]
+        rng.shuffle(rows)
+        (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "meta.json").write_text(json.dumps({"name": name, "task": "pair" if pair else "single",
+                                             "labels": ["negative", "positive"]}))
+    return d
+
+
+@pytest.fixture
+def toy_data(tmp_path, monkeypatch):
+    """A data folder with 'toy' (single) and 'toypair' (pair) on WORKBENCH_DATA."""
+    root = tmp_path / "data"
+    write_dataset(root, "toy")
+    write_dataset(root, "toypair", pair=True)
+    monkeypatch.setenv("WORKBENCH_DATA", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from workbench.backbones import load_backbone
+    return load_backbone("minilm")
+
+
+def shared_data_or_skip():
+    if not (SHARED_DATA / "sst2" / "train.jsonl").exists():
+        pytest.skip(f"the shared datasets are not at {SHARED_DATA}")
+    return SHARED_DATA

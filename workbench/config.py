@@ -1,0 +1,194 @@
+"""Configuration dataclasses: one per component, composed into a run config that round-trips through JSON.
+
+Overrides use one syntax everywhere (CLI, notebooks, tests): ``"tune.lr=0.03"``, ``"prompt.length=10"``.
+Values are parsed with ``ast.literal_eval`` when possible and checked against the field's current type; unknown
+keys are an error that lists the known ones.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .data import DEFAULT_SEEDS
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the parameter."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "minilm"  # "minilm" (offline default), a Hugging Face name, or a local path
+    family: str | None = None  # None = read from the model config: encoder | mlm | seq2seq | causal
+    attn: str = "auto"  # auto (sdpa, or eager when second_order) | eager | sdpa
+    second_order: bool = False  # load so that gradients of gradients work (eager attention)
+    dtype: str = "float32"  # weights dtype: float32 | bfloat16 | float16
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:1 ...
+    trust_remote_code: bool = False  # never on unless the user asks
+    revision: str | None = None  # hub revision (ignored for local paths)
+
+    def __post_init__(self):
+        _choice("backbone.family", self.family, (None, "encoder", "mlm", "seq2seq", "causal"))
+        _choice("backbone.attn", self.attn, ("auto", "eager", "sdpa"))
+        _choice("backbone.dtype", self.dtype, ("float32", "bfloat16", "float16"))
+
+
+@dataclass
+class PromptConfig:
+    length: int = 20  # number of soft-prompt vectors L
+    init: str = "random"  # default init for prompt tuning (methods name inits explicitly)
+    init_text: str | None = None  # for the "text" init
+    init_path: str | None = None  # for the "file" init: a saved prompt or PEFT adapter directory
+    position: str = "auto"  # auto (after a leading [CLS]/<s>/BOS, else first) | prepend (always first, as PEFT)
+    pool_prompt: bool = False  # similarity head: include prompt positions in the mean-pooled output
+    vocab_top: int = 5000  # the "vocab" init samples among this many most frequent tokens
+
+    def __post_init__(self):
+        if self.length < 1:
+            raise ConfigError(f"prompt.length must be >= 1, got {self.length}")
+        _choice("prompt.position", self.position, ("auto", "prepend"))
+
+
+@dataclass
+class TaskConfig:
+    template: str | None = None  # e.g. "{text} It was {mask}." ; None = preset for the dataset or generic default
+    verbalizer: list[str] | None = None  # one label word (or phrase) per class, in label order
+    label_template: str | None = None  # similarity head: text embedded as each class anchor, e.g. "It was {label}."
+    temperature: float = 0.05  # similarity head: logits = cosine / temperature
+    length_norm: str = "mean"  # multi-token label words: mean (per-token average) or sum of token log-probs
+
+    def __post_init__(self):
+        _choice("task.length_norm", self.length_norm, ("mean", "sum"))
+        if self.temperature <= 0:
+            raise ConfigError(f"task.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class TuneConfig:
+    optimizer: str = "adamw"  # adamw | adafactor
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    steps: int = 200  # maximum optimisation steps
+    batch_size: int = 16
+    max_length: int = 128  # tokens of rendered input text, prompt not counted
+    eval_every: int = 10  # dev evaluation interval (steps); step 0 is always evaluated
+    patience: int = 5  # early stop after this many dev evaluations without improvement; 0 = off
+    grad_clip: float = 1.0  # max grad norm on the prompt; 0 = off
+    autocast: str = "none"  # none | bf16 | fp16
+    eval_batch_size: int = 64
+
+    def __post_init__(self):
+        _choice("tune.optimizer", self.optimizer, ("adamw", "adafactor"))
+        _choice("tune.autocast", self.autocast, ("none", "bf16", "fp16"))
+        for name in ("steps", "batch_size", "max_length", "eval_every", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"tune.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"tune.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class FewShotConfig:
+    datasets: list[str] = field(default_factory=lambda: ["sst2"])
+    methods: list[str] = field(default_factory=lambda: ["zero-shot", "linear-probe", "random", "vocab"])
+    k: int = 16  # examples per class for train, and again for dev
+    seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
+    out: str = "runs/fewshot"
+    overwrite: bool = False
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if not self.seeds:
+            raise ConfigError("seeds must name at least one seed")
+        if not self.datasets:
+            raise ConfigError("datasets must name at least one dataset")
+        if not self.methods:
+            raise ConfigError("methods must name at least one method")
+
+
+def _choice(name: str, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {[a for a in allowed]}, got {value!r}")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+def from_dict(cls, data: dict, where: str = ""):
+    """Build dataclass ``cls`` from a dict, recursing into nested dataclasses; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"unknown config key {where + key!r}; known: {sorted(fields)}")
+        sub = _dataclass_type(cls, key)
+        kwargs[key] = from_dict(sub, value, f"{where}{key}.") if sub is not None else value
+    return cls(**kwargs)
+
+
+def _dataclass_type(cls, name):
+    default = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if default.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        obj = default.default_factory()
+        if dataclasses.is_dataclass(obj):
+            return type(obj)
+    return None
+
+
+def apply_overrides(cfg, overrides: list[str]):
+    """Return a copy of ``cfg`` with ``"a.b=value"`` overrides applied (validated by the dataclasses again)."""
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().lstrip("-").split(".")
+        node = data
+        for p in parts[:-1]:
+            if p not in node or not isinstance(node[p], dict):
+                raise ConfigError(f"unknown config section {p!r} in override {item!r}")
+            node = node[p]
+        last = parts[-1]
+        if last not in node:
+            raise ConfigError(f"unknown config key {key!r} in override {item!r}; known here: {sorted(node)}")
+        node[last] = _coerce(raw, node[last], key)
+    return from_dict(type(cfg), data)
+
+
+def _coerce(raw: str, current: Any, key: str):
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "false", "1", "0"):
+            return str(value).lower() in ("true", "1")
+        raise ConfigError(f"{key} expects true/false, got {raw!r}")
+    if isinstance(current, float) and isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(current, list) and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(current, list) and isinstance(value, tuple):
+        return list(value)
+    if not isinstance(value, type(current)):
+        raise ConfigError(f"{key} expects {type(current).__name__}, got {raw!r}")
+    return value
