@@ -217,3 +217,22 @@ def test_pool_prompt_option_changes_the_pooled_output(tiny):
         with torch.no_grad():
             feats.append(head.forward(head.batch(SINGLE), prompt)[1])
     assert not torch.allclose(feats[0], feats[1])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_joint_pass_over_heads_equals_one_pass_per_head(tiny, family):
+    """Tasks with different label spaces and prompts share one backbone pass and score as if run alone."""
+    from workbench.joint import joint_forward
+    bb = backbone(tiny, family)
+    h1 = head_for(bb)
+    tcfg = TaskConfig(verbalizer=["bad", "okay", "great"])
+    fmt3 = resolve_format("three", "single", ["a", "b", "c"], bb.family, tcfg)
+    h2 = make_head(bb, fmt3, tcfg, PromptConfig(length=4), 48)
+    items = [(h1, h1.batch(SINGLE), rand_prompt(bb, seed=1)),
+             (h2, h2.batch(SINGLE[:3]), rand_prompt(bb, B=3, seed=2))]
+    joint = joint_forward(items)
+    for (h, b, p), (lg, ft) in zip(items, joint):
+        alone_lg, alone_ft = h.forward(b, p)
+        torch.testing.assert_close(lg, alone_lg, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(ft, alone_ft, rtol=1e-4, atol=1e-4)
+    assert joint[1][0].shape == (3, 3)

@@ -7,10 +7,16 @@ Errors in the input end the command with exit code 2 and one line naming the cul
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 
 from .config import ConfigError, FewShotConfig, apply_overrides, from_dict, to_dict
+
+
+# Modules of this package that contribute a subcommand: each defines ``add_cli(subparsers)`` (returns its parser) and
+# ``run_cli(args) -> int`` (exit code; 2 with one ``error:`` line on bad input). Add a module here to add a command.
+PLUGIN_MODULES: list[str] = ["corpus", "benchmark", "metatrain"]
 
 
 def _csv(s: str) -> list[str]:
@@ -42,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--patience", type=int, help="early stop after N dev evaluations without gain (0 = off)")
     f.add_argument("--max-length", type=int)
     f.add_argument("--autocast", choices=["none", "bf16", "fp16"])
+    f.add_argument("--snapshot-every", type=int, help="save the prompt every N steps (and the init); 0 = off")
     f.add_argument("--backbone", help="minilm (default), a Hugging Face name, or a local path")
     f.add_argument("--device", help="auto | cpu | cuda")
     f.add_argument("--prompt-length", type=int)
@@ -57,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    for mod in PLUGIN_MODULES:  # subcommands contributed by modules: add_cli(subparsers) -> parser, run_cli(args)
+        m = importlib.import_module(f".{mod}", __package__)
+        m.add_cli(sub).set_defaults(_run=m.run_cli)
+
     sub.add_parser("inits", help="list the registered prompt initialisations")
     d = sub.add_parser("datasets", help="list datasets found on the data search path")
     d.add_argument("--path", action="store_true", help="also print the search path")
@@ -69,7 +80,7 @@ _FLAT = {"datasets": "datasets", "methods": "methods", "k": "k", "seeds": "seeds
          "max_length": "tune.max_length", "autocast": "tune.autocast", "backbone": "backbone.name",
          "device": "backbone.device", "prompt_length": "prompt.length", "init_text": "prompt.init_text",
          "init_path": "prompt.init_path", "template": "task.template", "verbalizer": "task.verbalizer",
-         "label_template": "task.label_template"}
+         "label_template": "task.label_template", "snapshot_every": "tune.snapshot_every"}
 
 
 def fewshot_config(args) -> FewShotConfig:
@@ -97,6 +108,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if getattr(args, "_run", None) is not None:
+        return args._run(args)
     from .backbones import BackboneError
     from .data import DataError
     from .runs import RunError

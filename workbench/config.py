@@ -79,8 +79,11 @@ class TuneConfig:
     grad_clip: float = 1.0  # max grad norm on the prompt; 0 = off
     autocast: str = "none"  # none | bf16 | fp16
     eval_batch_size: int = 64
+    snapshot_every: int = 0  # keep the prompt (and its dev accuracy) every N steps and at step 0; 0 = off
 
     def __post_init__(self):
+        if self.snapshot_every < 0:
+            raise ConfigError(f"tune.snapshot_every must be >= 0 (0 = off), got {self.snapshot_every}")
         _choice("tune.optimizer", self.optimizer, ("adamw", "adafactor"))
         _choice("tune.autocast", self.autocast, ("none", "bf16", "fp16"))
         for name in ("steps", "batch_size", "max_length", "eval_every", "eval_batch_size"):
@@ -88,6 +91,45 @@ class TuneConfig:
                 raise ConfigError(f"tune.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"tune.lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class MetaConfig:
+    """How the meta inits (metapt, mpt-maml, mpt-fomaml, mpt-reptile, multitask) meta-train their prompt when the
+    harness asks for one (see ``workbench.metatrain``); trained once per configuration and target, then cached."""
+
+    steps: int = 100  # meta-steps (outer updates)
+    meta_batch: int = 4  # tasks per meta-step (one batched backbone pass)
+    support: int = 2  # support examples per class (per cluster for pseudo-tasks)
+    query: int = 2  # query examples per class
+    inner_lr: float = 0.1  # SGD step size on the prompt in the inner loop
+    inner_steps: int = 1
+    optimizer: str = "adamw"  # outer optimizer: adam | adamw | adafactor
+    lr: float = 3e-2  # outer learning rate
+    schedule: str = "constant"  # constant | linear (decay to 0)
+    max_length: int = 48  # tokens per text during meta-training
+    sources: str = "leave-one-out"  # MPT/multitask: leave-one-out | same-type | cross-type | pairs->single
+    source_datasets: list[str] = field(default_factory=list)  # explicit MPT source datasets (override `sources`)
+    source_k: int = 16  # k-shot split size of each MPT source task
+    multitask_source: str = "labelled"  # the multitask init's tasks: labelled | pseudo
+    metapt_method: str = "fomaml"  # the metapt init's meta-learner: maml | fomaml | reptile | ...
+    corpus: str = "brown"  # metapt: unlabeled corpus
+    features: str = "tfidf"  # metapt clusters from: tfidf | lda | backbone
+    n_clusters: int = 16
+    n_way: int = 3
+    label: str = "words"  # metapt cluster names: words | keywords | medoid
+    template: str = "target"  # metapt task format: target | generic | a template string
+    corpus_limit: int = 4000
+    seed: int = 0
+    cache: bool = True  # reuse a meta prompt trained with the same configuration ($WORKBENCH_CACHE/meta)
+
+    def __post_init__(self):
+        _choice("meta.optimizer", self.optimizer, ("adam", "adamw", "adafactor"))
+        _choice("meta.schedule", self.schedule, ("constant", "linear"))
+        _choice("meta.multitask_source", self.multitask_source, ("labelled", "pseudo"))
+        for name in ("steps", "meta_batch", "support", "query", "max_length", "source_k", "n_clusters", "n_way"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"meta.{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass
@@ -102,6 +144,7 @@ class FewShotConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)  # used only by the meta inits
 
     def __post_init__(self):
         if self.k < 1:
@@ -158,23 +201,31 @@ def apply_overrides(cfg, overrides: list[str]):
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
         parts = key.strip().lstrip("-").split(".")
-        node = data
+        node, cls = data, type(cfg)
         for p in parts[:-1]:
             if p not in node or not isinstance(node[p], dict):
                 raise ConfigError(f"unknown config section {p!r} in override {item!r}")
-            node = node[p]
+            node, cls = node[p], _dataclass_type(cls, p)
         last = parts[-1]
         if last not in node:
             raise ConfigError(f"unknown config key {key!r} in override {item!r}; known here: {sorted(node)}")
-        node[last] = _coerce(raw, node[last], key)
+        node[last] = _coerce(raw, node[last], key, _annotation(cls, last))
     return from_dict(type(cfg), data)
 
 
-def _coerce(raw: str, current: Any, key: str):
+def _annotation(cls, name: str) -> str:
+    """The field's type annotation as written (a string under ``from __future__ import annotations``)."""
+    f = next((f for f in dataclasses.fields(cls) if f.name == name), None) if cls is not None else None
+    return str(f.type) if f is not None else ""
+
+
+def _coerce(raw: str, current: Any, key: str, annotation: str = ""):
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         value = raw
+    if current is None and annotation.startswith("list") and isinstance(value, (str, tuple)):
+        current = []  # an unset list field (default None): parse the value as a list
     if current is None or value is None:
         return value
     if isinstance(current, bool):

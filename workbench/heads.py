@@ -20,6 +20,8 @@ The class logits are these scores; cross-entropy over them renormalises over the
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +30,16 @@ from .config import ConfigError, PromptConfig, TaskConfig
 from .prompts import Spliced, expand_prompt, insert_position, splice
 from .templates import TaskFormat, render, truncate_texts
 
-_MLM_HEAD_ATTRS = ("cls", "lm_head", "generator_lm_head")
+_MLM_HEAD_ATTRS = ("cls", "lm_head")  # modules mapping hidden states to vocabulary logits, transform included
+
+
+@dataclass
+class Pass:
+    """The output of one backbone pass: last hidden states, the spliced inputs, and (rarely) full vocab logits."""
+
+    hidden: torch.Tensor
+    sp: Spliced
+    logits: torch.Tensor | None = None
 
 
 def make_head(backbone: Backbone, fmt: TaskFormat, task_cfg: TaskConfig, prompt_cfg: PromptConfig,
@@ -125,10 +136,36 @@ class Head:
         return s / valid.sum(-1).clamp_min(1) if self.cfg.length_norm == "mean" else s
 
     def batch(self, examples) -> dict:
+        """Tensors for ``examples``; the keys input_ids/attention_mask/token_type_ids feed the backbone pass."""
         raise NotImplementedError
 
-    def forward(self, batch: dict, prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_pass(self, batch: dict, prompt) -> Pass:
+        """The one backbone pass (the encoder for seq2seq) over a batch, with the prompt spliced in."""
+        sp = self.spliced(batch, prompt)
+        kw = {"token_type_ids": sp.token_type_ids} if sp.token_type_ids is not None else {}
+        if self.family == "seq2seq":
+            h = self.bb.model.get_encoder()(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask)
+            return Pass(h.last_hidden_state, sp)
+        if self.family == "causal":
+            kw["use_cache"] = False
+        if self.family == "mlm" and getattr(self, "lm", None) is None:  # unknown MLM head layout: full forward
+            out = self.bb.model(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask,
+                                output_hidden_states=True, **kw)
+            return Pass(out.hidden_states[-1], sp, out.logits)
+        model = self.bb.model if self.family == "encoder" else self.bb.model.base_model
+        h = model(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask, **kw).last_hidden_state
+        return Pass(h, sp)
+
+    def score(self, batch: dict, out: Pass, prompt) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B, C) and pooled features (B, d) from the backbone pass."""
         raise NotImplementedError
+
+    def joinable(self, batch: dict) -> bool:
+        """Whether this batch can share one backbone pass with other heads' batches (see ``joint.py``)."""
+        return True
+
+    def forward(self, batch: dict, prompt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score(batch, self.encode_pass(batch, prompt), prompt)
 
 
 class SimilarityHead(Head):
@@ -142,20 +179,15 @@ class SimilarityHead(Head):
                for t in self.fmt.label_texts]
         batch = self.pad([{"input_ids": e["input_ids"], "token_type_ids": None} for e in enc])
         with torch.no_grad():
-            feats = self._hidden_pool(batch, None)[1]
+            out = self.encode_pass(batch, None)
+            feats = self.pool(out.hidden, out.sp)
         self.anchors = F.normalize(feats.float(), dim=-1)  # (C, d), fixed: label texts carry no prompt
 
     def batch(self, examples) -> dict:
         return self.pad([self.encode(ex) for ex in examples])
 
-    def _hidden_pool(self, batch, prompt):
-        sp = self.spliced(batch, prompt)
-        kw = {"token_type_ids": sp.token_type_ids} if sp.token_type_ids is not None else {}
-        h = self.bb.model(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask, **kw).last_hidden_state
-        return h, self.pool(h, sp)
-
-    def forward(self, batch, prompt):
-        _, feats = self._hidden_pool(batch, prompt)
+    def score(self, batch, out, prompt):
+        feats = self.pool(out.hidden, out.sp)
         logits = F.normalize(feats.float(), dim=-1) @ self.anchors.T / self.cfg.temperature
         return logits, feats
 
@@ -180,39 +212,40 @@ class MLMHead(Head):
     def batch(self, examples):
         groups = {}
         for n in self.lengths:
-            encs = [self.encode(ex, n) for ex in examples]
-            b = self.pad(encs)
+            b = self.pad([self.encode(ex, n) for ex in examples])
             pos = (b["input_ids"] == self.tok.mask_token_id).nonzero()[:, 1].view(len(examples), -1)
             b["mask_pos"] = pos[:, :n]
             groups[n] = b
+        if len(groups) == 1:  # the common case: every label word is one piece (or all have the same count)
+            return {**groups[self.lengths[0]], "n": self.lengths[0]}
         return {"groups": groups, "size": len(examples)}
 
+    def joinable(self, batch):
+        return "groups" not in batch
+
     def forward(self, batch, prompt):
-        B = batch["size"]
-        logits = torch.empty(B, self.n_classes, device=self.bb.device)
-        feats = None
-        for n, b in batch["groups"].items():
-            sp = self.spliced(b, prompt)
-            kw = {"token_type_ids": sp.token_type_ids} if sp.token_type_ids is not None else {}
-            pos = sp.shift(b["mask_pos"])  # (B, n)
-            rows = torch.arange(B, device=pos.device).unsqueeze(1)
-            if self.lm is not None:
-                h = self.bb.model.base_model(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask,
-                                             **kw).last_hidden_state
-                vocab_logits = self.lm(h[rows, pos])  # (B, n, V)
-            else:  # unknown head layout: full forward, then gather
-                out = self.bb.model(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask,
-                                    output_hidden_states=True, **kw)
-                h, vocab_logits = out.hidden_states[-1], out.logits[rows, pos]
-            logp = vocab_logits.float().log_softmax(-1)
-            for c, piece in enumerate(self.pieces):
-                if len(piece) == n:
-                    ids = torch.tensor(piece, device=logp.device)
-                    lp = logp.gather(-1, ids.view(1, n, 1).expand(B, n, 1)).squeeze(-1)
-                    logits[:, c] = self.reduce(lp, torch.ones_like(lp))
-            if feats is None:
-                feats = self.pool(h, sp)
-        return logits, feats
+        if "groups" not in batch:
+            return super().forward(batch, prompt)
+        scored = {n: self.score({**b, "n": n}, self.encode_pass(b, prompt), prompt) for n, b in batch["groups"].items()}
+        logits = torch.stack([scored[len(p)][0][:, c] for c, p in enumerate(self.pieces)], dim=1)
+        return logits, scored[self.lengths[0]][1]
+
+    def score(self, batch, out, prompt):
+        n = batch["n"]
+        pos = out.sp.shift(batch["mask_pos"])  # (B, n)
+        B = pos.shape[0]
+        rows = torch.arange(B, device=pos.device).unsqueeze(1)
+        vocab_logits = self.lm(out.hidden[rows, pos]) if out.logits is None else out.logits[rows, pos]
+        logp = vocab_logits.float().log_softmax(-1)  # (B, n, V)
+        cols = []  # classes whose label has another piece count are scored in that count's pass (NaN here)
+        for piece in self.pieces:
+            if len(piece) == n:
+                ids = torch.tensor(piece, device=logp.device)
+                lp = logp.gather(-1, ids.view(1, n, 1).expand(B, n, 1)).squeeze(-1)
+                cols.append(self.reduce(lp, torch.ones_like(lp)))
+            else:
+                cols.append(torch.full((B,), float("nan"), device=logp.device))
+        return torch.stack(cols, dim=1), self.pool(out.hidden, out.sp)
 
 
 class Seq2SeqHead(Head):
@@ -244,18 +277,15 @@ class Seq2SeqHead(Head):
     def batch(self, examples):
         return self.pad([self.encode(ex) for ex in examples])
 
-    def forward(self, batch, prompt):
-        sp = self.spliced(batch, prompt)
-        model = self.bb.model
-        h = model.get_encoder()(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask).last_hidden_state
+    def score(self, batch, out, prompt):
+        h, sp = out.hidden, out.sp
         B, C = h.shape[0], self.n_classes
         h_rep = h.repeat_interleave(C, dim=0)
         am_rep = sp.attention_mask.repeat_interleave(C, dim=0)
-        dec_in = self.dec_in.repeat(B, 1)
-        out = model(encoder_outputs=(h_rep,), attention_mask=am_rep, decoder_input_ids=dec_in, use_cache=False)
-        logp = out.logits.float().log_softmax(-1).gather(-1, self.target.repeat(B, 1).unsqueeze(-1)).squeeze(-1)
-        scores = self.reduce(logp, self.valid.repeat(B, 1)).view(B, C)
-        return scores, self.pool(h, sp)
+        dec = self.bb.model(encoder_outputs=(h_rep,), attention_mask=am_rep, decoder_input_ids=self.dec_in.repeat(B, 1),
+                            use_cache=False)
+        logp = dec.logits.float().log_softmax(-1).gather(-1, self.target.repeat(B, 1).unsqueeze(-1)).squeeze(-1)
+        return self.reduce(logp, self.valid.repeat(B, 1)).view(B, C), self.pool(h, sp)
 
 
 class CausalHead(Head):
@@ -286,14 +316,11 @@ class CausalHead(Head):
             b["expanded"] = self.pad(rows)
         return b
 
-    def _hidden(self, b, prompt):
-        sp = self.spliced(b, prompt)
-        h = self.bb.model.base_model(inputs_embeds=sp.inputs_embeds, attention_mask=sp.attention_mask,
-                                     use_cache=False).last_hidden_state
-        return h, sp
+    def joinable(self, batch):
+        return self.single
 
-    def forward(self, batch, prompt):
-        h, sp = self._hidden(batch, prompt)
+    def score(self, batch, out, prompt):
+        h, sp = out.hidden, out.sp
         B, C = h.shape[0], self.n_classes
         feats = self.pool(h, sp)
         if self.single:
@@ -301,14 +328,14 @@ class CausalHead(Head):
             logp = self.out_emb(h[torch.arange(B, device=h.device), last]).float().log_softmax(-1)
             ids = torch.tensor([p[0] for p in self.pieces], device=logp.device)
             return logp[:, ids], feats
-        hx, spx = self._hidden(batch["expanded"], expand_prompt(prompt, C))
+        ox = self.encode_pass(batch["expanded"], expand_prompt(prompt, C))
+        hx, spx = ox.hidden, ox.sp
         n = max(len(p) for p in self.pieces)
         ctx_len = batch["last"].repeat_interleave(C) + 1  # tokens before the label
         j = torch.arange(n, device=h.device)
-        pred_pos = spx.shift(ctx_len.unsqueeze(1) - 1 + j)  # hidden state that predicts piece j
+        pred_pos = spx.shift(ctx_len.unsqueeze(1) - 1 + j).clamp(max=hx.shape[1] - 1)  # hidden predicting piece j
         pad = torch.tensor([p + [p[-1]] * (n - len(p)) for p in self.pieces], device=h.device).repeat(B, 1)
         valid = torch.tensor([[1.0] * len(p) + [0.0] * (n - len(p)) for p in self.pieces], device=h.device).repeat(B, 1)
         rows = torch.arange(B * C, device=h.device).unsqueeze(1)
-        pred_pos = pred_pos.clamp(max=hx.shape[1] - 1)
         logp = self.out_emb(hx[rows, pred_pos]).float().log_softmax(-1).gather(-1, pad.unsqueeze(-1)).squeeze(-1)
         return self.reduce(logp, valid).view(B, C), feats

@@ -2,6 +2,10 @@
 
 Selection: dev accuracy, ties broken by lower dev loss, then by the earlier step. Step 0 (the init itself) is a
 candidate too. Early stopping ends the run after ``patience`` dev evaluations without improvement.
+
+Snapshots (``tune.snapshot_every`` N > 0): the prompt at step 0, every N steps and at the last step run, each with
+its dev accuracy (a snapshot step that is not a dev-evaluation step gets its own dev pass, which is not logged and
+plays no part in selection), for the trajectory views of ``workbench.explore``.
 """
 from __future__ import annotations
 
@@ -88,6 +92,7 @@ class TuneResult:
     stopped_early: bool
     wall_s: float
     history: list = field(default_factory=list)  # one dict per dev evaluation
+    snapshots: list = field(default_factory=list)  # tune.snapshot_every > 0: {step, prompt (cpu), dev_acc, dev_loss}
 
 
 def make_optimizer(params, cfg: TuneConfig):
@@ -126,6 +131,8 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
     history: list[dict] = []
     first = dev_eval(0, None)
     best = {"key": (first["acc"], -first["loss"]), "step": 0, "dev": _m(first), "prompt": prompt.detach().cpu().clone()}
+    snap = cfg.snapshot_every
+    snapshots = [_snapshot(0, prompt, first)] if snap else []
     since, steps_run, stopped, running = 0, 0, False, []
     bar = tqdm(range(1, cfg.steps + 1), desc=desc, leave=False, disable=not progress)
     for step in bar:
@@ -147,13 +154,23 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
             prompt.grad = grad_hook(prompt.grad, batch)
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_([prompt], cfg.grad_clip)
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
+        try:
+            if scaler:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+        except RuntimeError as e:  # e.g. Adam's step size overflowing float32 at an absurd learning rate
+            if "overflow" not in str(e):
+                raise
+            raise TuningError(f"non-finite update: the optimiser step overflowed at step {step} ({desc}): {e}; lower tune.lr "
+                              f"(now {cfg.lr})") from None
+        if not torch.isfinite(prompt).all():
+            raise TuningError(f"non-finite prompt after the optimiser step at step {step} ({desc}); lower tune.lr "
+                              f"(now {cfg.lr}) or use tune.autocast='none'")
         steps_run = step
         running.append(loss.item())
+        r, stop_now = None, False
         if step % cfg.eval_every == 0 or step == cfg.steps:
             r = dev_eval(step, float(np.mean(running)))
             running = []
@@ -164,13 +181,22 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
             else:
                 since += 1
             bar.set_postfix(dev=f"{r['acc']:.3f}", best=f"{best['dev']['acc']:.3f}")
-            if cfg.patience and since >= cfg.patience:
-                stopped = True
-                break
+            stop_now = bool(cfg.patience and since >= cfg.patience)
+        if snap and (step % snap == 0 or step == cfg.steps or stop_now):
+            r = r or evaluate(head, dev, prompt.detach(), cfg.eval_batch_size, cfg.autocast)
+            snapshots.append(_snapshot(step, prompt, r))
+        if stop_now:
+            stopped = True
+            break
     if not math.isfinite(best["dev"]["loss"]):
         raise TuningError(f"non-finite dev loss for every evaluated prompt ({desc})")
     return TuneResult(prompt=best["prompt"], best_step=best["step"], dev=best["dev"], step0_dev=_m(first),
-                      steps_run=steps_run, stopped_early=stopped, wall_s=time.perf_counter() - t0, history=history)
+                      steps_run=steps_run, stopped_early=stopped, wall_s=time.perf_counter() - t0, history=history,
+                      snapshots=snapshots)
+
+
+def _snapshot(step: int, prompt: torch.Tensor, r: dict) -> dict:
+    return {"step": step, "prompt": prompt.detach().float().cpu().clone(), "dev_acc": r["acc"], "dev_loss": r["loss"]}
 
 
 def _m(r: dict) -> dict:
