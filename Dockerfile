@@ -4,12 +4,17 @@
 # GPU: build with the CUDA wheel index of PyTorch for your CUDA version and run with --gpus all, e.g.
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 -t workbench:gpu .
 #   docker run --rm --gpus all -p 8888:8888 workbench:gpu
+# With the browser (for tests/test_browser.py): docker build --build-arg WITH_BROWSER=1 -t workbench:browser .
 FROM python:3.11-slim
 
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false WORKBENCH_DATA=/data
+# WITH_BROWSER=1 adds Debian's chromium + chromedriver (the JupyterLab browser test, static plotly export); large
+ARG WITH_BROWSER=0
+ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false WORKBENCH_DATA=/data BROWSER_PATH=/usr/bin/chromium
 
-RUN apt-get update && apt-get install -y --no-install-recommends git make && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends git make \
+ && if [ "$WITH_BROWSER" = 1 ]; then apt-get install -y --no-install-recommends chromium chromium-driver; fi \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /work
 COPY requirements.txt .
 # torch first, from the chosen index, so nothing else can pull a different build of it

@@ -17,7 +17,7 @@ from .baselines import linear_probe
 from .config import ConfigError, FewShotConfig, to_dict
 from .data import kshot_split, load_dataset
 from .heads import make_head
-from .inits import INITS, InitContext, make_prompt
+from .inits import INITS, InitContext, downstream_grad_hook, make_prompt
 from .runs import RunDir, check_out_dir, environment, save_prompt
 from .templates import resolve_format
 from .tuner import evaluate, tune_prompt
@@ -126,16 +126,20 @@ def _baseline(method, head, split, zs_test, cfg, seed) -> dict:
 
 def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> dict:
     ds, head = prep.dataset, prep.head
-    ctx = InitContext(backbone=backbone, cfg=cfg.prompt, seed=seed, fmt=prep.fmt, dataset=ds, split=split)
+    ctx = InitContext(backbone=backbone, cfg=cfg.prompt, seed=seed, fmt=prep.fmt, dataset=ds, split=split,
+                      extras={"config": cfg, "applies_grad_hook": True})  # meta inits read cfg.meta
     init, prov = make_prompt(method, ctx)
     log = lambda rec: run.log({"event": "eval", "dataset": ds.name, "method": method, "seed": seed, **rec})
     res = tune_prompt(head, init, split.train, split.dev, cfg.tune, seed, log=log, progress=progress,
-                      desc=f"{ds.name} {method} s{seed}")
+                      desc=f"{ds.name} {method} s{seed}", grad_hook=downstream_grad_hook(method, prov, head))
     test = evaluate(head, split.test, res.prompt, cfg.tune.eval_batch_size, cfg.tune.autocast, progress=progress,
                     desc=f"{ds.name} test")
-    save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
-                {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "best_step": res.best_step,
-                 "dev_acc": res.dev["acc"], "insert_offset": head.offset, "provenance": prov})
+    adapter = save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
+                          {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "best_step": res.best_step,
+                           "dev_acc": res.dev["acc"], "insert_offset": head.offset, "provenance": prov})
+    if res.snapshots:  # tune.snapshot_every > 0: the prompt's trajectory, next to the adapter
+        from .explore_data import save_snapshots
+        save_snapshots(adapter, res.snapshots, best_step=res.best_step)
     return {"dev_acc": res.dev["acc"], "dev_f1": res.dev["f1"], "dev_loss": res.dev["loss"], "test_acc": test["acc"],
             "test_f1": test["f1"], "best_step": res.best_step, "steps_run": res.steps_run,
             "stopped_early": res.stopped_early, "step0_dev_acc": res.step0_dev["acc"]}

@@ -37,18 +37,27 @@ class InitSpec:
     name: str
     fn: Callable[[InitContext], tuple[torch.Tensor, dict]]
     description: str
+    # optional ``grad_hook(provenance, head) -> hook | None``: a rewrite of every prompt gradient during downstream
+    # tuning that the init asks for (SUPMER's frozen ψ); callers pass the hook to ``tuner.tune_prompt``
+    grad_hook: Callable | None = None
 
 
 INITS: dict[str, InitSpec] = {}
 
 
-def register_init(name: str, description: str):
+def register_init(name: str, description: str, grad_hook: Callable | None = None):
     def deco(fn):
         if name in INITS:
             raise ValueError(f"init {name!r} is already registered")
-        INITS[name] = InitSpec(name, fn, description)
+        INITS[name] = InitSpec(name, fn, description, grad_hook)
         return fn
     return deco
+
+
+def downstream_grad_hook(name: str, provenance: dict, head):
+    """The gradient hook init ``name`` asks downstream tuning to apply (None for most inits)."""
+    spec = INITS.get(name)
+    return spec.grad_hook(provenance, head) if spec is not None and spec.grad_hook is not None else None
 
 
 def list_inits() -> list[tuple[str, str]]:

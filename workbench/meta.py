@@ -87,9 +87,10 @@ def task_losses(episodes, which, prompts, batched=True, cache=None, stats: dict 
     if cache is not None:
         cache.update({(i, which): d for i, d in enumerate(data)})
     items = [(ep.head, b, prompts[i]) for i, (ep, (b, _)) in enumerate(zip(episodes, data))]
-    outs = joint_forward(items) if batched else [h.forward(b, p) for h, b, p in items]
+    outs = joint_forward(items) if batched and len(items) > 1 else [h.forward(b, p) for h, b, p in items]
     if stats is not None:
-        stats["acc"] = torch.stack([(lg.detach().argmax(-1) == y).float().mean() for (lg, _), (_, y) in zip(outs, data)])
+        stats["acc"] = torch.stack([(lg.detach().argmax(-1) == y).float().mean()
+                                    for (lg, _), (_, y) in zip(outs, data)])
     return torch.stack([F.cross_entropy(lg.float(), y) for (lg, _), (_, y) in zip(outs, data)])
 
 

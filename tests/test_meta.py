@@ -1,0 +1,83 @@
+"""Meta-learners over the prompt: the batched meta-batch (one backbone pass) gives the same meta-gradient as the
+per-task loop, for second-order MAML, first-order MAML, Reptile and multi-task, on two head families."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from workbench.backbones import load_backbone
+from workbench.config import BackboneConfig, PromptConfig, TaskConfig
+from workbench.data import Example
+from workbench.heads import make_head
+from workbench.meta import Episode, evaluate_episodes, meta_step
+from workbench.templates import resolve_format
+
+POS = ["great", "wonderful", "good", "fun", "excellent"]
+NEG = ["terrible", "awful", "bad", "boring", "dull"]
+
+
+def examples(n, offset=0, pair=False, n_classes=2):
+    out = []
+    for i in range(n):
+        c = i % n_classes
+        w = (POS if c == 1 else NEG if c == 0 else ["okay", "fine", "decent"])[(i + offset) % 3]
+        text = f"the movie was {w} and {['long', 'short', 'old'][i % 3]}"
+        out.append(Example(text, c, f"it was {w}" if pair else None))
+    return out
+
+
+def episodes(bb, family):
+    heads = []
+    for name, task, labels in (("toy", "single", ["negative", "positive"]), ("toypair", "pair", ["no", "yes"]),
+                               ("toy3", "single", ["negative", "positive", "neutral"])):
+        fmt = resolve_format(name, task, labels, bb.family, TaskConfig())
+        heads.append(make_head(bb, fmt, TaskConfig(), PromptConfig(length=4), 32))
+    return [Episode(heads[0], examples(4), examples(4, 1), "a"),
+            Episode(heads[1], examples(4, pair=True), examples(6, 2, pair=True), "b"),
+            Episode(heads[2], examples(6, n_classes=3), examples(3, 1, n_classes=3), "c"),
+            Episode(heads[0], examples(2, 2), examples(4, 2), "d")]
+
+
+@pytest.fixture(scope="module")
+def backbones(tiny):
+    return {f: load_backbone(BackboneConfig(name=tiny[f], second_order=True)) for f in ("bert", "gpt2")}
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+@pytest.mark.parametrize("method", ["maml", "fomaml", "reptile", "multitask"])
+def test_batched_meta_gradient_equals_per_task_loop(backbones, family, method):
+    bb = backbones[family]
+    eps = episodes(bb, family)
+    P = torch.randn(4, bb.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.5
+    cfg = SimpleNamespace(inner_lr=0.5, inner_steps=2)
+    lb, gb, logb = meta_step(method, P, eps, cfg, batched=True)
+    ll, gl, logl = meta_step(method, P, eps, cfg, batched=False)
+    assert gb.shape == P.shape and gb.abs().sum() > 0
+    assert torch.allclose(lb, ll, atol=1e-5) and torch.allclose(gb, gl, atol=1e-5, rtol=1e-4)
+    assert logb["acc"] == pytest.approx(logl["acc"])
+
+
+def test_maml_is_second_order(backbones):
+    """With a second-order term the MAML gradient differs from FOMAML's; with inner_steps=0 they coincide."""
+    bb = backbones["bert"]
+    eps = episodes(bb, "bert")
+    P = torch.randn(4, bb.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.5
+    _, g2, _ = meta_step("maml", P, eps, SimpleNamespace(inner_lr=1.0, inner_steps=1))
+    _, g1, _ = meta_step("fomaml", P, eps, SimpleNamespace(inner_lr=1.0, inner_steps=1))
+    assert not torch.allclose(g1, g2, atol=1e-4)
+    _, h2, _ = meta_step("maml", P, eps, SimpleNamespace(inner_lr=1.0, inner_steps=0))
+    _, h1, _ = meta_step("fomaml", P, eps, SimpleNamespace(inner_lr=1.0, inner_steps=0))
+    assert torch.allclose(h1, h2, atol=1e-6)
+
+
+def test_evaluate_episodes_adaptation_lowers_query_loss(backbones):
+    bb = backbones["bert"]
+    eps = episodes(bb, "bert")[:1]
+    eps[0].query = eps[0].support  # the support set as query: one small inner step must lower its loss
+    P = torch.randn(4, bb.hidden_size, generator=torch.Generator().manual_seed(2)) * 0.5
+    r = evaluate_episodes(P, eps, inner_lr=0.05, inner_steps=1)
+    assert r["loss_post"] < r["loss_pre"]
+    same = evaluate_episodes(P, eps, inner_lr=0.05, inner_steps=0)
+    assert same["loss_post"] == pytest.approx(same["loss_pre"])
