@@ -32,8 +32,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .bayes import BayesConfig, BayesError, build_distribution, ece, softmax
-from .config import (BackboneConfig, ConfigError, FewShotConfig, PromptConfig, TaskConfig, TuneConfig, apply_overrides,
-                     from_dict, to_dict)
+from .config import BackboneConfig, ConfigError, FewShotConfig, PromptConfig, TaskConfig, TuneConfig, from_args, to_dict
 from .tuner import TuneResult, TuningError, autocast_ctx, evaluate, make_optimizer, metrics, predict, tune_prompt
 
 MODES = ("init", "resample", "ensemble")
@@ -282,17 +281,10 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and sample std (ddof=1; 0 for one seed) of test acc, ECE, F1, NLL and dev acc per dataset x method."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["dataset"], r["method"]), []).append(r)
-    out = []
-    for (dataset, method), rs in groups.items():
-        e = {"dataset": dataset, "method": method, "n": len(rs), "density_data": rs[0]["density_data"]}
-        for key in ("test_acc", "test_ece", "test_f1", "test_nll", "dev_acc"):
-            v = np.array([r[key] for r in rs], dtype=float)
-            e[f"{key}_mean"], e[f"{key}_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
-        out.append(e)
-    return out
+    from .harness import summarise as _summarise
+    density = {(r["dataset"], r["method"]): r["density_data"] for r in rows}
+    out = _summarise(rows, ("test_acc", "test_ece", "test_f1", "test_nll", "dev_acc"))
+    return [{**e, "density_data": density[(e["dataset"], e["method"])]} for e in out]
 
 
 def format_summary(summary: list[dict]) -> str:
@@ -346,22 +338,7 @@ def add_cli(sub):
 
 
 def bayes_config(args) -> BayesRunConfig:
-    import json
-    cfg = BayesRunConfig()
-    if args.config:
-        with open(args.config, encoding="utf-8") as fh:
-            cfg = from_dict(BayesRunConfig, json.load(fh))
-    data = to_dict(cfg)
-    for arg, key in _FLAT.items():
-        value = getattr(args, arg, None)
-        if value is None or value is False:
-            continue
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return apply_overrides(from_dict(BayesRunConfig, data), args.overrides)
+    return from_args(BayesRunConfig, args, _FLAT)
 
 
 def run_cli(args) -> int:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 
-from .config import ConfigError, FewShotConfig, apply_overrides, from_dict, to_dict
+from .config import ConfigError, FewShotConfig, from_args
 
 
 # Modules of this package that contribute a subcommand: each defines ``add_cli(subparsers)`` (returns its parser) and
@@ -85,21 +84,7 @@ _FLAT = {"datasets": "datasets", "methods": "methods", "k": "k", "seeds": "seeds
 
 def fewshot_config(args) -> FewShotConfig:
     """Defaults, then --config, then the named flags, then --set overrides; validated by the dataclasses."""
-    cfg = FewShotConfig()
-    if args.config:
-        with open(args.config, encoding="utf-8") as fh:
-            cfg = from_dict(FewShotConfig, json.load(fh))
-    data = to_dict(cfg)
-    for arg, key in _FLAT.items():
-        value = getattr(args, arg, None)
-        if value is None or value is False:
-            continue
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return apply_overrides(from_dict(FewShotConfig, data), args.overrides)
+    return from_args(FewShotConfig, args, _FLAT)
 
 
 def main(argv=None) -> int:

@@ -213,6 +213,27 @@ def apply_overrides(cfg, overrides: list[str]):
     return from_dict(type(cfg), data)
 
 
+def from_args(cls, args, flat: dict[str, str]):
+    """A ``cls`` config from parsed command-line ``args``: the defaults, then ``args.config`` (a JSON file, e.g. an
+    earlier run's config.json), then the flags named in ``flat`` (argparse dest -> dotted key; unset flags skipped),
+    then ``args.overrides`` (``--set key=value``); validated by the dataclasses."""
+    cfg = cls()
+    if getattr(args, "config", None):
+        with open(args.config, encoding="utf-8") as fh:
+            cfg = from_dict(cls, json.load(fh))
+    data = to_dict(cfg)
+    for arg, key in flat.items():
+        value = getattr(args, arg, None)
+        if value is None or value is False:
+            continue
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return apply_overrides(from_dict(cls, data), getattr(args, "overrides", None) or [])
+
+
 def _annotation(cls, name: str) -> str:
     """The field's type annotation as written (a string under ``from __future__ import annotations``)."""
     f = next((f for f in dataclasses.fields(cls) if f.name == name), None) if cls is not None else None

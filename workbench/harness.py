@@ -145,15 +145,15 @@ def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> d
             "stopped_early": res.stopped_early, "step0_dev_acc": res.step0_dev["acc"]}
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and sample standard deviation (ddof=1; 0 for one seed) per dataset x method."""
+def summarise(rows: list[dict], keys=("test_acc", "test_f1", "dev_acc")) -> list[dict]:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) of ``keys`` per dataset x method."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["method"]), []).append(r)
     out = []
     for (dataset, method), rs in groups.items():
         entry = {"dataset": dataset, "method": method, "n": len(rs)}
-        for key in ("test_acc", "test_f1", "dev_acc"):
+        for key in keys:
             v = np.array([r[key] for r in rs], dtype=float)
             entry[f"{key}_mean"] = float(v.mean())
             entry[f"{key}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
