@@ -127,7 +127,7 @@ def _baseline(method, head, split, zs_test, cfg, seed) -> dict:
 def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> dict:
     ds, head = prep.dataset, prep.head
     ctx = InitContext(backbone=backbone, cfg=cfg.prompt, seed=seed, fmt=prep.fmt, dataset=ds, split=split,
-                      extras={"config": cfg, "applies_grad_hook": True})  # meta inits read cfg.meta
+                      extras={"config": cfg, "applies_grad_hook": True, "progress": progress})  # cfg.meta
     init, prov = make_prompt(method, ctx)
     log = lambda rec: run.log({"event": "eval", "dataset": ds.name, "method": method, "seed": seed, **rec})
     res = tune_prompt(head, init, split.train, split.dev, cfg.tune, seed, log=log, progress=progress,

@@ -358,7 +358,7 @@ def meta_init(init: str, ctx: InitContext):
         if not (use_cache and (Path(cfg.out) / "results.json").is_file()):
             same = cfg.method != "maml" or ctx.backbone.attn == "eager"
             run_meta_training(cfg, backbone=ctx.backbone if same else None, resume=use_cache,
-                              overwrite=not use_cache, progress=True)
+                              overwrite=not use_cache, progress=ctx.extras.get("progress", True))
         _TRAINED[key] = load_prompt(Path(cfg.out) / "prompt")
     prompt, meta = _TRAINED[key]
     want = (ctx.length, ctx.backbone.hidden_size)

@@ -427,7 +427,8 @@ def supmer_init(ctx, with_psi: bool):
     use_cache = fs.meta.cache if fs is not None else True
     if key not in _TRAINED or not use_cache:
         if not (use_cache and (out / "results.json").is_file()):
-            run_meta_training(cfg, backbone=ctx.backbone, resume=use_cache, overwrite=not use_cache)
+            run_meta_training(cfg, backbone=ctx.backbone, resume=use_cache, overwrite=not use_cache,
+                              progress=ctx.extras.get("progress", True))
         _TRAINED[key] = load_prompt(out / "prompt")
     prompt, _ = _TRAINED[key]
     want = (ctx.length, ctx.backbone.hidden_size)
