@@ -76,3 +76,21 @@ def shared_data_or_skip():
     if not (SHARED_DATA / "sst2" / "train.jsonl").exists():
         pytest.skip(f"the shared datasets are not at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def check_committed_clean(path, names=None):
+    """A notebook committed as the project wants it: python3 kernel, no outputs, one literal-only ``parameters`` cell
+    (each line typed, commented; named ``names`` in order when given), no functions or classes defined in it."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.kernelspec.name == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    lines = [ln for ln in params[0].source.splitlines() if ln.strip()]
+    if names is not None:
+        assert [ln.split(":")[0] for ln in lines] == names
+    assert all("#" in ln and " = " in ln for ln in lines), "each parameter is a typed, commented literal"
+    assert not any(ln.lstrip().startswith(("def ", "class ")) for c in code for ln in c.source.splitlines())
+    return lines

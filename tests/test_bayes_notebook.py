@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import check_committed_clean
 
 papermill = pytest.importorskip("papermill")
 
@@ -19,16 +20,7 @@ FIGURES = ["distribution_2d.html", "svgd_trajectories.html", "svgd_diagnostics.h
 
 
 def test_notebook_is_committed_clean_and_parameterised():
-    import nbformat
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
-    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1
-    lines = [ln for ln in params[0].source.splitlines() if ln.strip()]
-    assert [ln.split(":")[0] for ln in lines] == PARAMS
-    assert all("#" in ln and " = " in ln for ln in lines), "each parameter is a typed, commented literal"
-    assert not any(ln.lstrip().startswith(("def ", "class ")) for c in code for ln in c.source.splitlines())
+    check_committed_clean(NOTEBOOK, PARAMS)
 
 
 def test_notebook_runs_and_writes_run_and_figures(tiny, toy_data, tmp_path, monkeypatch):

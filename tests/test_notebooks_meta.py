@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import check_committed_clean
 
 papermill = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
@@ -49,19 +50,6 @@ def execute(nb: Path, tmp: Path, monkeypatch, data_dir: Path, **params) -> Path:
     papermill.execute_notebook(str(nb), str(out), kernel_name="python3", parameters=params, cwd=str(tmp),
                                progress_bar=False, execution_timeout=300)
     return out
-
-
-def check_committed_clean(path: Path, names: list[str]):
-    nb = nbformat.read(path, as_version=4)
-    assert nb.metadata.kernelspec.name == "python3"
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
-    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1
-    lines = [ln for ln in params[0].source.splitlines() if ln.strip()]
-    assert [ln.split(":")[0] for ln in lines] == names
-    assert all("#" in ln and " = " in ln for ln in lines), "each parameter is a typed, commented literal"
-    assert not any(ln.lstrip().startswith(("def ", "class ")) for c in code for ln in c.source.splitlines())
 
 
 # ----------------------------------------------------------------------------------------------- notebook 01
