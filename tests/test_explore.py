@@ -368,3 +368,32 @@ def test_explorer_panel_selects_points(env):
     c["init"].value = "vocab"
     c["point"].value = 1
     assert "vocab seed 13, slot 1" in panel.detail.value
+
+
+def test_explorer_panel_click_selects_points(env):
+    pytest.importorskip("anywidget")
+    from plotly.callbacks import Points
+
+    from workbench.explore_ui import explorer_panel
+
+    def click(fig, trace_index, point):
+        fig.data[trace_index]._dispatch_on_click(
+            Points(point_inds=[point], xs=[0.0], ys=[0.0], trace_name="", trace_index=trace_index), None)
+
+    panel = explorer_panel([str(env["run"])], projection="pca", n_examples=16)
+    c, fig = panel.controls, panel.figure()
+    assert type(fig).__name__ == "FigureWidget"
+    # token view: trace 0 is the vocabulary; a prompt trace of the selected init and seed moves the slider
+    mine = next(i for i, t in enumerate(fig.data) if t.customdata is not None and np.ndim(t.customdata) == 2
+                and t.customdata[0][2] == c["init"].value and int(t.customdata[0][3]) == c["seed"].value)
+    click(fig, mine, 3)
+    assert c["point"].value == 3 and "slot 3" in panel.detail.value
+    click(fig, 0, 7)  # a vocabulary token: its hover text
+    assert panel.detail.value.startswith("<b>clicked</b>") and str(fig.data[0].text[7]) in panel.detail.value
+    c["view"].value = "sentence space"
+    fig = panel.figure()
+    ex = next(i for i, t in enumerate(fig.data) if t.customdata is not None and np.ndim(t.customdata) == 1
+              and len(t.customdata) > 1)
+    click(fig, ex, 1)
+    want = int(fig.data[ex].customdata[1])
+    assert c["point"].value == want and f"example {want}" in panel.detail.value

@@ -1,13 +1,45 @@
 """The explorer's ipywidgets panel for notebook 04: choose runs, init, seed, projection and view, then pick a point.
 
-Clicking a point of a plotly figure needs ``FigureWidget``, which in plotly 7 rides on ``anywidget`` (not installed
-here), so a point is selected with a slider instead: the prompt slot (token and trajectory views: its nearest tokens
-with cosine) or the test example (sentence view: its text, gold label and both predictions). Every figure comes from
-the same :mod:`workbench.explore` functions the notebook calls; ipywidgets is imported inside :func:`explorer_panel`.
+A point is selected by clicking it (the figure is shown as a plotly ``FigureWidget``, which in plotly 7 needs
+``anywidget``; it is in requirements.txt) or with the ``point`` slider, which also works where ``anywidget`` is
+missing: the prompt slot (token view: its nearest tokens with cosine) or the test example (sentence view: its text,
+gold label and both predictions). Clicking any other point (a vocabulary token, another run's prompt vector, a
+trajectory step, a label anchor) shows that point's hover text. Every figure comes from the same
+:mod:`workbench.explore` functions the notebook calls; ipywidgets is imported inside :func:`explorer_panel`.
 """
 from __future__ import annotations
 
+import numpy as np
+
 VIEWS = ("token space", "trajectories", "sentence space")
+
+
+def clickable(fig, on_point):
+    """``fig`` as a ``FigureWidget`` whose every trace calls ``on_point(trace, index)`` when a point is clicked, or
+    ``fig`` unchanged when ``FigureWidget`` cannot be built (no ``anywidget``): ``(figure, clickable?)``."""
+    try:
+        import anywidget  # noqa: F401  plotly 7's FigureWidget is an anywidget
+        import plotly.graph_objects as go
+        widget = go.FigureWidget(fig)
+    except Exception:  # ImportError, or a plotly whose FigureWidget needs something else missing here
+        return fig, False
+    for trace in widget.data:
+        trace.on_click(lambda tr, points, _state: points.point_inds and on_point(tr, points.point_inds[0]))
+    return widget, True
+
+
+def clickable_available() -> bool:
+    try:
+        import anywidget  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _item(values, i):
+    if values is None or isinstance(values, str):
+        return values
+    return values[i] if i < len(values) else None
 
 
 def explorer_panel(run_dirs: list, dataset: str | None = None, projection: str = "pca", neighbours: int = 5,
@@ -34,6 +66,7 @@ def explorer_panel(run_dirs: list, dataset: str | None = None, projection: str =
                              continuous_update=False),
     }
     output, detail, state = w.Output(), w.HTML(), {}
+    panel_figure = {}  # the figure now on display (a FigureWidget when clicks work)
 
     def selected():
         return next(r for r in runs if str(r.run) == c["run"].value and r.method == c["init"].value
@@ -64,14 +97,17 @@ def explorer_panel(run_dirs: list, dataset: str | None = None, projection: str =
                     f = explore.sentence_features(r.run, r.dataset, r.method, r.seed, n_examples)
                     state.update(kind="example", data=f)
                     c["point"].max = len(f["texts"]) - 1
-                    display(explore.sentence_space(r.run, r.dataset, r.method, r.seed, n_examples,
-                                                   c["projection"].value, cache_dir=cache_dir))
+                    fig = explore.sentence_space(r.run, r.dataset, r.method, r.seed, n_examples,
+                                                 c["projection"].value, cache_dir=cache_dir)
                 else:
                     fn = explore.token_space if view == "token space" else explore.trajectories
-                    display(fn([r.run], r.dataset, [r.method], projection=c["projection"].value, n_vocab=n_vocab,
-                               neighbours=neighbours, cache_dir=cache_dir))
+                    fig = fn([r.run], r.dataset, [r.method], projection=c["projection"].value, n_vocab=n_vocab,
+                             neighbours=neighbours, cache_dir=cache_dir)
                     state.update(kind="slot", data=nearest_tokens(r.prompt, explore.backbone_for([r]), neighbours))
                     c["point"].max = r.prompt.shape[0] - 1
+                fig, panel_figure["clickable"] = clickable(fig, on_point)
+                panel_figure["figure"] = fig
+                display(fig)
             except Exception as e:  # show the reason in the panel; the kernel stays usable
                 state.clear()
                 print(f"{type(e).__name__}: {e}")
@@ -91,16 +127,31 @@ def explorer_panel(run_dirs: list, dataset: str | None = None, projection: str =
         else:
             detail.value = ""
 
+    def on_point(trace, i):
+        """A clicked point: an example or this run's prompt slot moves the slider; anything else shows its hover."""
+        r, data = selected(), _item(trace.customdata, i)
+        if state.get("kind") == "example" and np.ndim(data) == 0 and data is not None:
+            c["point"].value = int(data)  # sentence view: customdata = the example's index
+            return
+        if (state.get("kind") == "slot" and np.ndim(data) == 1 and len(data) == 5
+                and (str(data[0]), data[2], int(data[3])) == (str(r.run), r.method, r.seed)):
+            c["point"].value = int(data[4])  # token view: customdata = (run, dataset, init, seed, slot)
+            return
+        text = _item(trace.text, i)
+        detail.value = f"<b>clicked</b> ({trace.name or 'point'} {i}): {text if text is not None else '(no text)'}"
+
     sync_choices()  # before the observers: building the panel draws once, in refresh() below
     c["run"].observe(lambda ch: (sync_choices(), refresh()), names="value")
     c["init"].observe(sync_choices, names="value")
     for name in ("seed", "projection", "view"):
         c[name].observe(refresh, names="value")
     c["point"].observe(show_point, names="value")
-    panel = w.VBox([w.HTML("<b>Embedding-space explorer</b> (select a point with the slider)"),
+    how = "click a point, or use the slider" if clickable_available() else "select a point with the slider"
+    panel = w.VBox([w.HTML(f"<b>Embedding-space explorer</b> ({how})"),
                     w.HBox([w.VBox([c["run"], c["init"], c["seed"], c["view"]]),
                             w.VBox([c["projection"], c["point"], detail])]), output])
     panel.controls, panel.output, panel.detail = c, output, detail
     panel.refresh, panel.show_point = refresh, show_point
+    panel.figure = lambda: panel_figure.get("figure")  # the figure on display (FigureWidget when clickable)
     refresh()
     return panel
