@@ -130,6 +130,15 @@ def test_resume_with_a_changed_suite_is_refused(tiny, data_dir, full_run, tmp_pa
     assert (out / "rows.jsonl").read_text() == before
 
 
+def test_suite_from_an_older_workbench_resumes_unless_a_new_field_is_set(tiny, data_dir):
+    """A suite resolved before a config field existed lacks it: that counts as the field's default, not a change."""
+    new = benchmark.resolve_suite(suite_dict(tiny))
+    old = json.loads(json.dumps(new))
+    del old["tune"]["eval_autocast"]
+    assert benchmark.suite_diff(old, new) == []
+    assert benchmark.suite_diff(old, {**new, "tune": {**new["tune"], "eval_autocast": "bf16"}}) == ["tune.eval_autocast"]
+
+
 def test_suite_validation_lists_known_names(tiny, data_dir, tmp_path):
     from workbench.cli import main
 

@@ -140,3 +140,32 @@ def test_module_help_lists_subcommands():
         assert cmd in out.stdout
     out = subprocess.run([sys.executable, "-m", "workbench", "inits"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and all(n in out.stdout for n in ("random", "vocab", "text", "labels", "file"))
+
+
+def test_eval_autocast_applies_to_evaluation_only(tiny, toy_data, tmp_path, monkeypatch):
+    """--eval-autocast bf16 with fp32 training: every training step runs without autocast, every dev/test pass under
+    bf16, and the choice is recorded in config.json."""
+    import workbench.tuner as tuner
+
+    seen, real = [], tuner.autocast_ctx
+
+    def spy(device, mode):
+        seen.append(mode)
+        return real(device, mode)
+
+    monkeypatch.setattr(tuner, "autocast_ctx", spy)
+    out = tmp_path / "ev"
+    assert main(fewshot(tiny, out, "--methods", "zero-shot,random", "--seeds", "13", "--eval-autocast", "bf16")) == 0
+    assert json.loads((out / "config.json").read_text())["tune"]["eval_autocast"] == "bf16"
+    assert seen.count("none") == 6  # one per training step (--steps 6), nothing else fp32
+    assert seen.count("bf16") >= 4 + 2  # dev at steps 0, 2, 4, 6 + the zero-shot and tuned test passes
+    assert set(seen) == {"none", "bf16"}
+
+
+def test_eval_autocast_is_checked():
+    from workbench.config import ConfigError, TuneConfig
+
+    with pytest.raises(ConfigError, match="tune.eval_autocast"):
+        TuneConfig(eval_autocast="fp8")
+    assert TuneConfig(autocast="bf16").eval_precision == "bf16"
+    assert TuneConfig(autocast="bf16", eval_autocast="none").eval_precision == "none"

@@ -83,7 +83,7 @@ def offset_sampler(dist, length: int, scale: float, subset: int):
 
 def ensemble_probs(head, examples, base, offsets: list, cfg: TuneConfig) -> np.ndarray:
     """(R, N, C) softmax probabilities of ``base + offset_r`` for each fixed offset."""
-    return np.stack([softmax(predict(head, examples, base + o, cfg.eval_batch_size, cfg.autocast)["logits"])
+    return np.stack([softmax(predict(head, examples, base + o, cfg.eval_batch_size, cfg.eval_precision)["logits"])
                      for o in offsets])
 
 
@@ -92,7 +92,7 @@ def resample_probs(head, examples, base, draw, gen, cfg: TuneConfig) -> np.ndarr
     out = []
     for s in range(0, len(examples), cfg.eval_batch_size):
         chunk = examples[s:s + cfg.eval_batch_size]
-        out.append(softmax(predict(head, chunk, base + draw(gen), cfg.eval_batch_size, cfg.autocast)["logits"]))
+        out.append(softmax(predict(head, chunk, base + draw(gen), cfg.eval_batch_size, cfg.eval_precision)["logits"]))
     return np.concatenate(out) if out else np.zeros((0, head.n_classes))
 
 
@@ -225,9 +225,9 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
                 for method in cfg.baselines:
                     t0 = time.perf_counter()
                     if method == "zero-shot":
-                        dev = evaluate(head, split.dev, None, tc.eval_batch_size, tc.autocast)
+                        dev = evaluate(head, split.dev, None, tc.eval_batch_size, tc.eval_precision)
                         if ds.name not in zs_cache:  # the unprompted test pass does not depend on the seed
-                            zs_cache[ds.name] = softmax(predict(head, test, None, tc.eval_batch_size, tc.autocast)["logits"])
+                            zs_cache[ds.name] = softmax(predict(head, test, None, tc.eval_batch_size, tc.eval_precision)["logits"])
                         p = zs_cache[ds.name]
                         emit(method, p, {"dev_acc": dev["acc"], "wall_s": round(time.perf_counter() - t0, 2)})
                         continue
@@ -235,7 +235,7 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
                     init, prov = make_prompt(method, ctx)
                     res = tune_prompt(head, init, split.train, split.dev, tc, seed, log=log(method), progress=progress,
                                       desc=f"{ds.name} {method} s{seed}")
-                    p = softmax(predict(head, test, res.prompt, tc.eval_batch_size, tc.autocast)["logits"])
+                    p = softmax(predict(head, test, res.prompt, tc.eval_batch_size, tc.eval_precision)["logits"])
                     emit(method, p, tuned(method, res, prov))
 
                 t0 = time.perf_counter()
@@ -254,7 +254,7 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
                 if "init" in cfg.modes:
                     res = tune_prompt(head, sampled, split.train, split.dev, tc, seed, log=log("bayes-init"),
                                       progress=progress, desc=f"{ds.name} bayes-init s{seed}")
-                    p = softmax(predict(head, test, res.prompt, tc.eval_batch_size, tc.autocast)["logits"])
+                    p = softmax(predict(head, test, res.prompt, tc.eval_batch_size, tc.eval_precision)["logits"])
                     emit("bayes-init", p, tuned("bayes-init", res, prov))
                 if {"resample", "ensemble"} & set(cfg.modes):
                     draw = offset_sampler(dist, L, cfg.bayes.offset_scale, cfg.bayes.subset)

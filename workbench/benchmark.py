@@ -163,9 +163,12 @@ def _flatten(d, prefix="") -> dict:
 
 
 def suite_diff(a: dict, b: dict) -> list[str]:
-    """Dotted keys whose values differ between two resolved suites (description and name excluded)."""
+    """Dotted keys whose values differ between two resolved suites (description and name excluded). A config field
+    that one suite lacks (resolved by an older workbench, before the field existed) counts as its default value."""
+    defaults = _flatten(to_dict(FewShotConfig()))
     fa, fb = _flatten(a), _flatten(b)
-    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k) and k not in ("description", "name"))
+    return sorted(k for k in set(fa) | set(fb) if k not in ("description", "name")
+                  and fa.get(k, defaults.get(k)) != fb.get(k, defaults.get(k)))
 
 
 def row_key(r: dict) -> tuple:
@@ -329,7 +332,8 @@ def leaderboard_markdown(results: dict) -> str:
     lines = [f"# Leaderboard: {suite['name']}", "", suite.get("description") or "", "",
              f"- backbone: {suite['backbone']['name']}; prompt length {suite['prompt']['length']}; "
              f"steps ≤ {suite['tune']['steps']}, lr {suite['tune']['lr']}, batch {suite['tune']['batch_size']}, "
-             f"eval every {suite['tune']['eval_every']}, autocast {suite['tune']['autocast']}",
+             f"eval every {suite['tune']['eval_every']}, autocast {suite['tune']['autocast']} "
+             f"(evaluation: {suite['tune'].get('eval_autocast', 'same')})",
              f"- seeds: {suite['seeds']} (k-shot train + dev of k per class; best-on-dev prompt; test never used "
              f"for selection)",
              f"- test sets: " + ("full" if limit is None else f"**subsample of at most {limit} examples per dataset** "

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--patience", type=int, help="early stop after N dev evaluations without gain (0 = off)")
     f.add_argument("--max-length", type=int)
     f.add_argument("--autocast", choices=["none", "bf16", "fp16"])
+    f.add_argument("--eval-autocast", choices=["same", "none", "bf16", "fp16"],
+                   help="evaluation only (dev selection and test); default: the same as --autocast")
     f.add_argument("--snapshot-every", type=int, help="save the prompt every N steps (and the init); 0 = off")
     f.add_argument("--backbone", help="minilm (default), a Hugging Face name, or a local path")
     f.add_argument("--device", help="auto | cpu | cuda")
@@ -76,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 _FLAT = {"datasets": "datasets", "methods": "methods", "k": "k", "seeds": "seeds", "out": "out",
          "overwrite": "overwrite", "steps": "tune.steps", "lr": "tune.lr", "batch_size": "tune.batch_size",
          "optimizer": "tune.optimizer", "eval_every": "tune.eval_every", "patience": "tune.patience",
-         "max_length": "tune.max_length", "autocast": "tune.autocast", "backbone": "backbone.name",
+         "max_length": "tune.max_length", "autocast": "tune.autocast", "eval_autocast": "tune.eval_autocast",
+         "backbone": "backbone.name",
          "device": "backbone.device", "prompt_length": "prompt.length", "init_text": "prompt.init_text",
          "init_path": "prompt.init_path", "template": "task.template", "verbalizer": "task.verbalizer",
          "label_template": "task.label_template", "snapshot_every": "tune.snapshot_every"}

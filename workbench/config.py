@@ -77,7 +77,8 @@ class TuneConfig:
     eval_every: int = 10  # dev evaluation interval (steps); step 0 is always evaluated
     patience: int = 5  # early stop after this many dev evaluations without improvement; 0 = off
     grad_clip: float = 1.0  # max grad norm on the prompt; 0 = off
-    autocast: str = "none"  # none | bf16 | fp16
+    autocast: str = "none"  # none | bf16 | fp16 (training and, unless eval_autocast says otherwise, evaluation)
+    eval_autocast: str = "same"  # evaluation only: same (as autocast) | none | bf16 | fp16
     eval_batch_size: int = 64
     snapshot_every: int = 0  # keep the prompt (and its dev accuracy) every N steps and at step 0; 0 = off
 
@@ -86,11 +87,17 @@ class TuneConfig:
             raise ConfigError(f"tune.snapshot_every must be >= 0 (0 = off), got {self.snapshot_every}")
         _choice("tune.optimizer", self.optimizer, ("adamw", "adafactor"))
         _choice("tune.autocast", self.autocast, ("none", "bf16", "fp16"))
+        _choice("tune.eval_autocast", self.eval_autocast, ("same", "none", "bf16", "fp16"))
         for name in ("steps", "batch_size", "max_length", "eval_every", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"tune.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"tune.lr must be > 0, got {self.lr}")
+
+    @property
+    def eval_precision(self) -> str:
+        """The autocast mode of every evaluation (dev selection, test, ensembles)."""
+        return self.autocast if self.eval_autocast == "same" else self.eval_autocast
 
 
 @dataclass

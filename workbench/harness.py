@@ -84,7 +84,7 @@ def run_fewshot(cfg: FewShotConfig, backbone: Backbone | None = None, progress: 
                             "n_dev": len(split.dev), "n_test": len(test)}
                     if method in BASELINES:
                         if zs_test is None:
-                            zs_test = evaluate(head, test, None, cfg.tune.eval_batch_size, cfg.tune.autocast,
+                            zs_test = evaluate(head, test, None, cfg.tune.eval_batch_size, cfg.tune.eval_precision,
                                                features=True, progress=progress, desc=f"{ds.name} test (no prompt)")
                         row = _baseline(method, head, split, zs_test, cfg, seed)
                     else:
@@ -111,7 +111,7 @@ def run_fewshot(cfg: FewShotConfig, backbone: Backbone | None = None, progress: 
 
 
 def _baseline(method, head, split, zs_test, cfg, seed) -> dict:
-    ev = lambda xs: evaluate(head, xs, None, cfg.tune.eval_batch_size, cfg.tune.autocast, features=True)
+    ev = lambda xs: evaluate(head, xs, None, cfg.tune.eval_batch_size, cfg.tune.eval_precision, features=True)
     dev = ev(split.dev)
     if method == "zero-shot":
         return {"dev_acc": dev["acc"], "dev_f1": dev["f1"], "dev_loss": dev["loss"], "test_acc": zs_test["acc"],
@@ -132,7 +132,7 @@ def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> d
     log = lambda rec: run.log({"event": "eval", "dataset": ds.name, "method": method, "seed": seed, **rec})
     res = tune_prompt(head, init, split.train, split.dev, cfg.tune, seed, log=log, progress=progress,
                       desc=f"{ds.name} {method} s{seed}", grad_hook=downstream_grad_hook(method, prov, head))
-    test = evaluate(head, split.test, res.prompt, cfg.tune.eval_batch_size, cfg.tune.autocast, progress=progress,
+    test = evaluate(head, split.test, res.prompt, cfg.tune.eval_batch_size, cfg.tune.eval_precision, progress=progress,
                     desc=f"{ds.name} test")
     adapter = save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
                           {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "best_step": res.best_step,

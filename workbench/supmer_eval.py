@@ -115,7 +115,7 @@ def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), 
                               desc=f"{method} s{seed}", grad_hook=grad_hook_for(prov, head))
             train_acc = evaluate(head, split.train, res.prompt, tune.eval_batch_size)["acc"]
             for test_name, exs in tests.items():
-                r = evaluate(head, exs, res.prompt, tune.eval_batch_size, tune.autocast)
+                r = evaluate(head, exs, res.prompt, tune.eval_batch_size, tune.eval_precision)
                 rows.append({"method": method, "seed": seed, "test": test_name, "acc": r["acc"], "f1": r["f1"],
                              "n_test": len(exs), "dev_acc": res.dev["acc"], "train_acc": train_acc,
                              "best_step": res.best_step, "wall_s": round(time.perf_counter() - t0, 2)})

@@ -121,7 +121,7 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
     queue: list[int] = []
 
     def dev_eval(step, train_loss):
-        r = evaluate(head, dev, prompt.detach(), cfg.eval_batch_size, cfg.autocast)
+        r = evaluate(head, dev, prompt.detach(), cfg.eval_batch_size, cfg.eval_precision)
         rec = {"step": step, "dev_acc": r["acc"], "dev_f1": r["f1"], "dev_loss": r["loss"], "train_loss": train_loss}
         history.append(rec)
         if log:
@@ -183,7 +183,7 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
             bar.set_postfix(dev=f"{r['acc']:.3f}", best=f"{best['dev']['acc']:.3f}")
             stop_now = bool(cfg.patience and since >= cfg.patience)
         if snap and (step % snap == 0 or step == cfg.steps or stop_now):
-            r = r or evaluate(head, dev, prompt.detach(), cfg.eval_batch_size, cfg.autocast)
+            r = r or evaluate(head, dev, prompt.detach(), cfg.eval_batch_size, cfg.eval_precision)
             snapshots.append(_snapshot(step, prompt, r))
         if stop_now:
             stopped = True
