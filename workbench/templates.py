@@ -114,7 +114,8 @@ def truncate_texts(tokenizer, text_a: str, text_b: str | None, budget: int) -> t
     verbatim prefix of the original.
     """
     fields = [text_a] + ([text_b] if text_b is not None else [])
-    encs = [tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in fields]
+    # the whole text is tokenised only to find cut points, never fed to the model: no "longer than the maximum" warning
+    encs = [tokenizer(t, add_special_tokens=False, return_offsets_mapping=True, verbose=False) for t in fields]
     lens = [len(e["input_ids"]) for e in encs]
     if sum(lens) <= budget:
         return text_a, text_b
