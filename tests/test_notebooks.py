@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import check_committed_clean
+
 papermill = pytest.importorskip("papermill")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,20 +53,8 @@ def quickstart_run(tiny, tmp_path_factory):
 
 
 def test_notebook_is_committed_clean_and_parameterised():
-    import nbformat
-
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    assert nb.metadata.kernelspec.name == "python3"
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.outputs == [] and c.execution_count is None for c in code), "commit the notebook without outputs"
-    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1
-    lines = [ln for ln in params[0].source.splitlines() if ln.strip()]
-    names = [ln.split(":")[0] for ln in lines]
-    assert names == ["dataset", "backbone", "methods", "k", "seeds", "steps", "lr", "prompt_length", "max_length",
-                     "out_dir", "overwrite", "interactive"]
-    assert all("#" in ln and " = " in ln for ln in lines), "each parameter is a typed, commented literal"
-    assert not any(ln.lstrip().startswith(("def ", "class ")) for c in code for ln in c.source.splitlines())
+    check_committed_clean(NOTEBOOK, ["dataset", "backbone", "methods", "k", "seeds", "steps", "lr", "prompt_length",
+                                     "max_length", "out_dir", "overwrite", "interactive"])
 
 
 def test_notebook_writes_a_complete_run(quickstart_run):

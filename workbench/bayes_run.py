@@ -288,13 +288,9 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def format_summary(summary: list[dict]) -> str:
-    head = f"{'dataset':<10} {'method':<16} {'test acc %':>13} {'test ECE %':>13} {'dev acc %':>13} {'n':>3}"
-    lines = [head, "-" * len(head)]
-    for s in summary:
-        f = lambda k: f"{100 * s[k + '_mean']:5.1f} ± {100 * s[k + '_std']:4.1f}"
-        lines.append(f"{s['dataset']:<10} {s['method']:<16} {f('test_acc'):>13} {f('test_ece'):>13} "
-                     f"{f('dev_acc'):>13} {s['n']:>3}")
-    return "\n".join(lines)
+    """Test accuracy, test expected calibration error and dev accuracy (mean ± std, %) per dataset and mode."""
+    from .harness import format_summary as harness_format
+    return harness_format(summary, (("test_acc", "test acc %"), ("test_ece", "test ECE %"), ("dev_acc", "dev acc %")))
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI

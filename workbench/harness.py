@@ -161,12 +161,15 @@ def summarise(rows: list[dict], keys=("test_acc", "test_f1", "dev_acc")) -> list
     return out
 
 
-def format_summary(summary: list[dict]) -> str:
-    """A plain-text table: test accuracy and macro-F1 (mean ± std, in %) per dataset and method."""
-    head = f"{'dataset':<12} {'method':<14} {'test acc':>14} {'test macro-F1':>14} {'dev acc':>14} {'n':>3}"
+SUMMARY_COLUMNS = (("test_acc", "test acc"), ("test_f1", "test macro-F1"), ("dev_acc", "dev acc"))
+
+
+def format_summary(summary: list[dict], columns=SUMMARY_COLUMNS) -> str:
+    """A plain-text table: ``columns`` ((key, title) pairs; default test accuracy, macro-F1, dev accuracy) as
+    mean ± std in % per dataset and method."""
+    head = f"{'dataset':<12} {'method':<16} " + " ".join(f"{t:>14}" for _, t in columns) + f" {'n':>3}"
     lines = [head, "-" * len(head)]
     for s in summary:
-        f = lambda k: f"{100 * s[k + '_mean']:5.1f} ± {100 * s[k + '_std']:4.1f}"
-        lines.append(f"{s['dataset']:<12} {s['method']:<14} {f('test_acc'):>14} {f('test_f1'):>14} "
-                     f"{f('dev_acc'):>14} {s['n']:>3}")
+        cells = " ".join(f"{100 * s[k + '_mean']:5.1f} ± {100 * s[k + '_std']:4.1f}".rjust(14) for k, _ in columns)
+        lines.append(f"{s['dataset']:<12} {s['method']:<16} {cells} {s['n']:>3}")
     return "\n".join(lines)
