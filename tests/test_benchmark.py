@@ -274,3 +274,7 @@ def test_shipped_suites_resolve():
     assert full["cells"] == [[d, 16] for d in ("sst2", "mr", "subj", "agnews", "mpqa", "sst5")] + [["sst2", 4],
                                                                                                    ["mr", 4]]
     assert full["seeds"] == [13, 21, 42, 87, 100] and full["reference"] == "random"
+    extra = benchmark.load_suite(REPO / "benchmarks" / "suites" / "k4-extra.json")  # full's protocol, k=4 elsewhere
+    assert extra["cells"] == [["subj", 4], ["agnews", 4]]
+    assert benchmark.suite_diff({**full, **dict.fromkeys(("cells", "methods", "init_options", "exclude", "grid"))},
+                                {**extra, **dict.fromkeys(("cells", "methods", "init_options", "exclude", "grid"))}) == []
