@@ -278,3 +278,17 @@ def test_shipped_suites_resolve():
     assert extra["cells"] == [["subj", 4], ["agnews", 4]]
     assert benchmark.suite_diff({**full, **dict.fromkeys(("cells", "methods", "init_options", "exclude", "grid"))},
                                 {**extra, **dict.fromkeys(("cells", "methods", "init_options", "exclude", "grid"))}) == []
+
+
+def test_eval_autocast_reaches_every_benchmark_evaluation(tiny, data_dir, tmp_path, monkeypatch):
+    """tune.eval_autocast=bf16 in a suite: training steps run without autocast, every evaluation (the shared
+    unprompted test pass of zero-shot / linear probe included) under bf16."""
+    import workbench.tuner as tuner
+
+    seen, real = [], tuner.autocast_ctx
+    monkeypatch.setattr(tuner, "autocast_ctx", lambda device, mode: (seen.append(mode), real(device, mode))[1])
+    suite = suite_dict(tiny, methods=["zero-shot", "random"], seeds=[13], grid=[{"datasets": ["toy"], "k": [2]}],
+                       tune={"steps": 4, "eval_every": 2, "max_length": 32, "lr": 0.05, "eval_autocast": "bf16"})
+    benchmark.run_benchmark(suite, tmp_path / "b", progress=False)
+    assert seen.count("none") == 4  # the 4 training steps of `random`, nothing else
+    assert seen.count("bf16") >= 3 + 2  # dev at steps 0, 2, 4 + the unprompted and the tuned test passes

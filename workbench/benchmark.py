@@ -269,7 +269,7 @@ def run_benchmark(suite, out, resume: bool = False, backbone=None, progress: boo
                     if method in harness.BASELINES:
                         if ds_name not in zs_cache:
                             zs_cache[ds_name] = evaluate(prep.head, test, None, cfg.tune.eval_batch_size,
-                                                         cfg.tune.autocast, features=True)
+                                                         cfg.tune.eval_precision, features=True)
                         row = harness._baseline(method, prep.head, split, zs_cache[ds_name], cfg, seed)
                     else:
                         cfg_m = apply_overrides(cfg, _ov(resolved["init_options"].get(method, {})))

@@ -14,26 +14,28 @@ import numpy as np
 VIEWS = ("token space", "trajectories", "sentence space")
 
 
-def clickable(fig, on_point):
-    """``fig`` as a ``FigureWidget`` whose every trace calls ``on_point(trace, index)`` when a point is clicked, or
-    ``fig`` unchanged when ``FigureWidget`` cannot be built (no ``anywidget``): ``(figure, clickable?)``."""
-    try:
-        import anywidget  # noqa: F401  plotly 7's FigureWidget is an anywidget
-        import plotly.graph_objects as go
-        widget = go.FigureWidget(fig)
-    except Exception:  # ImportError, or a plotly whose FigureWidget needs something else missing here
-        return fig, False
-    for trace in widget.data:
-        trace.on_click(lambda tr, points, _state: points.point_inds and on_point(tr, points.point_inds[0]))
-    return widget, True
-
-
 def clickable_available() -> bool:
+    """Whether plotly 7's ``FigureWidget`` can be built here (it is an ``anywidget``)."""
     try:
         import anywidget  # noqa: F401
         return True
     except ImportError:
         return False
+
+
+def clickable(fig, on_point):
+    """``fig`` as a ``FigureWidget`` whose every trace calls ``on_point(trace, index)`` when a point is clicked, or
+    ``fig`` unchanged when ``FigureWidget`` cannot be built (no ``anywidget``): ``(figure, clickable?)``."""
+    if not clickable_available():
+        return fig, False
+    try:
+        import plotly.graph_objects as go
+        widget = go.FigureWidget(fig)
+    except Exception:  # a plotly whose FigureWidget needs something else missing here
+        return fig, False
+    for trace in widget.data:
+        trace.on_click(lambda tr, points, _state: points.point_inds and on_point(tr, points.point_inds[0]))
+    return widget, True
 
 
 def _item(values, i):
@@ -105,8 +107,8 @@ def explorer_panel(run_dirs: list, dataset: str | None = None, projection: str =
                              neighbours=neighbours, cache_dir=cache_dir)
                     state.update(kind="slot", data=nearest_tokens(r.prompt, explore.backbone_for([r]), neighbours))
                     c["point"].max = r.prompt.shape[0] - 1
-                fig, panel_figure["clickable"] = clickable(fig, on_point)
-                panel_figure["figure"] = fig
+                panel_figure["figure"], _ = clickable(fig, on_point)
+                fig = panel_figure["figure"]
                 display(fig)
             except Exception as e:  # show the reason in the panel; the kernel stays usable
                 state.clear()
