@@ -189,7 +189,16 @@ def test_bayes_init_in_fewshot_and_bayes_cli(tiny, toy_data, tmp_path, capsys):
     events = [json.loads(l)["event"] for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert {"eval", "row", "svgd"} <= set(events)
     assert json.loads((out / "config.json").read_text())["bayes"]["iterations"] == 30
-    assert "bayes-ensemble" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "bayes-ensemble" in printed and "minus each baseline" in printed
+    # each mode against each baseline, in accuracy and ECE; report.md holds the same comparisons
+    comps = res["comparisons"]
+    assert [(c["method"], c["reference"]) for c in comps] == [(m, r) for m in methods[2:] for r in methods[:2]]
+    by = {r["method"]: r for r in res["rows"]}
+    for c in comps:
+        assert c["test_ece"]["diffs"] == [by[c["method"]]["test_ece"] - by[c["reference"]]["test_ece"]]
+    text = (out / "report.md").read_text()
+    assert f"| toy | 4 | bayes-resample | random | 1 | {100 * comps[3]['test_acc']['diffs'][0]:+.1f} (" in text
 
     capsys.readouterr()
     bad = _cli(["bayes", "--set", "bayes.components=50", "--out", str(tmp_path / "bad")] + common)

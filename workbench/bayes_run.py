@@ -16,7 +16,9 @@ Baselines (``--baselines``): ``zero-shot`` (no prompt), and prompt tuning from a
 Selection is always on dev, never test. The run directory holds config.json, metrics.jsonl, results.json (rows;
 summary with mean ± std of acc and ECE per dataset x method; the density setting), PEFT adapters for tuned prompts
 (``adapters/<ds>/<method>/seed<s>``; for resample/ensemble the learned base), the distributions
-(``distributions/<ds>/seed<s>``) and test probabilities (``predictions/<ds>/seed<s>/<method>.safetensors``).
+(``distributions/<ds>/seed<s>``), test probabilities (``predictions/<ds>/seed<s>/<method>.safetensors``), and
+``report.md``: each mode minus each baseline in accuracy and ECE, paired over seeds (:mod:`workbench.bayes_report`;
+also under ``comparisons`` in results.json).
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .bayes import BayesConfig, BayesError, build_distribution, ece, softmax
+from .bayes_report import compare, format_comparisons, protocol_line, report
 from .config import BackboneConfig, ConfigError, FewShotConfig, PromptConfig, TaskConfig, TuneConfig, from_args, to_dict
 from .tuner import TuneResult, TuningError, autocast_ctx, evaluate, make_optimizer, metrics, predict, tune_prompt
 
@@ -174,7 +177,7 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
     from .backbones import load_backbone, set_threads
     from .harness import check_methods, prepare
     from .inits import InitContext, make_prompt
-    from .runs import RunDir, check_out_dir, environment, save_prompt
+    from .runs import RunDir, atomic_write, check_out_dir, environment, save_prompt
 
     fcfg = cfg.fewshot()
     check_methods(fcfg.methods)
@@ -268,13 +271,14 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
                         offs = [draw(torch.Generator().manual_seed(20_000 + seed * 97 + r)) for r in range(R)]
                         members = ensemble_probs(head, test, res.prompt, offs, tc)
                         emit("bayes-ensemble", members.mean(0), {**extra, "ensemble_size": R}, members)
-        results = {"rows": rows, "summary": summarise(rows), "distributions": dists,
+        results = {"rows": rows, "summary": summarise(rows), "comparisons": compare(rows), "distributions": dists,
                    "density_setting": cfg.bayes.density_data, "environment": environment(backbone.device),
                    "backbone": backbone.describe(), "wall_s": round(time.perf_counter() - t_start, 2),
                    "data": {p.dataset.name: {**p.dataset.describe(), "file_hashes": p.dataset.file_hashes(),
                                              "format": p.fmt.as_dict()} for p in prepared},
                    "config": to_dict(cfg)}
         run.write_json("results.json", results)
+        atomic_write(run.path / "report.md", report(rows, protocol=["Run:", protocol_line(run.final, results)]))
     results["out"] = str(run.final)
     return results
 
@@ -348,5 +352,8 @@ def run_cli(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(res["summary"]))
+    if res["comparisons"]:
+        print("\nBayesPrompt modes minus each baseline, paired over seeds (points; p: paired t-test):")
+        print(format_comparisons(res["comparisons"]))
     print(f"\ndensity data: {res['density_setting']}\nrun directory: {res['out']}  ({res['wall_s']:.0f} s)")
     return 0

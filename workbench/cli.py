@@ -15,7 +15,7 @@ from .config import ConfigError, FewShotConfig, from_args
 
 # Modules of this package that contribute a subcommand: each defines ``add_cli(subparsers)`` (returns its parser) and
 # ``run_cli(args) -> int`` (exit code; 2 with one ``error:`` line on bad input). Add a module here to add a command.
-PLUGIN_MODULES: list[str] = ["corpus", "benchmark", "metatrain", "bayes_run", "similarity", "supmer_eval", "explore_cli"]
+PLUGIN_MODULES: list[str] = ["corpus", "benchmark", "metatrain", "bayes_run", "bayes_report", "similarity", "supmer_eval", "explore_cli"]
 
 
 def _csv(s: str) -> list[str]:
