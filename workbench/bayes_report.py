@@ -67,7 +67,9 @@ def _pct(mean, std):
 
 
 def _p(p):
-    return "—" if p != p else f"{p:.2f}"
+    if p != p:
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
 
 
 def report(rows: list[dict], title: str = "BayesPrompt modes against baselines", protocol: list[str] | None = None) -> str:
