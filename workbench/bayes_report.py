@@ -68,8 +68,8 @@ def _pct(mean, std):
 
 def _p(p):
     if p != p:
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+        return "=—"
+    return "<0.001" if p < 0.001 else f"={p:.3f}" if p < 0.01 else f"={p:.2f}"
 
 
 def report(rows: list[dict], title: str = "BayesPrompt modes against baselines", protocol: list[str] | None = None) -> str:
@@ -95,7 +95,7 @@ def report(rows: list[dict], title: str = "BayesPrompt modes against baselines",
         for metric, _ in METRICS:
             m = e[metric]
             cells.append(" ".join(f"{100 * x:+.1f}" for x in m["diffs"]) +
-                         f" ({100 * m['mean']:+.1f}; p={_p(m['p_t'])}; Holm {_p(m['p_t_holm'])})")
+                         f" ({100 * m['mean']:+.1f}; p{_p(m['p_t'])}; Holm p{_p(m['p_t_holm'])})")
         lines.append(f"| {e['dataset']} | {e['k']} | {e['method']} | {e['reference']} | {e['n']} | {cells[0]} | {cells[1]} |")
     n_acc = sum(1 for e in comps if e["test_acc"]["p_t_holm"] < 0.05)
     n_ece = sum(1 for e in comps if e["test_ece"]["p_t_holm"] < 0.05)
@@ -105,12 +105,12 @@ def report(rows: list[dict], title: str = "BayesPrompt modes against baselines",
 
 def format_comparisons(comps: list[dict]) -> str:
     """Plain text for the terminal: one line per mode x reference."""
-    head = f"{'dataset':<10} {'k':>3} {'mode':<16} {'vs':<10} {'Δ acc':>7} {'p':>5} {'Δ ECE':>7} {'p':>5}"
+    head = f"{'dataset':<10} {'k':>3} {'mode':<16} {'vs':<10} {'Δ acc':>7} {'p':>6} {'Δ ECE':>7} {'p':>6}"
     lines = [head, "-" * len(head)]
     for e in comps:
         a, c = e["test_acc"], e["test_ece"]
         lines.append(f"{e['dataset']:<10} {e['k']:>3} {e['method']:<16} {e['reference']:<10} {100 * a['mean']:+7.1f} "
-                     f"{_p(a['p_t']):>5} {100 * c['mean']:+7.1f} {_p(c['p_t']):>5}")
+                     f"{_p(a['p_t']).lstrip('='):>6} {100 * c['mean']:+7.1f} {_p(c['p_t']).lstrip('='):>6}")
     return "\n".join(lines)
 
 
