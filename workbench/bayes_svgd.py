@@ -87,7 +87,9 @@ class GaussianMixtureDensity:
         joint = -0.5 * maha + self._const.unsqueeze(1) + self._logw.unsqueeze(1)
         lp = torch.logsumexp(joint, 0)
         r = torch.softmax(joint, 0)  # (K, n)
-        score = r.T @ self._mprec - torch.einsum("kn,knp->np", r, xp)  # -sum_k r_k P_k (x - mu_k)
+        # -sum_k r_k P_k (x - mu_k); a broadcast multiply-and-sum, not einsum("kn,knp->np"), which torch 2.13 on CPU
+        # runs ~12x slower here (1.6 vs 0.13 ms at K=4, n=256, p=384; it was a third of the whole SVGD iteration)
+        score = r.T @ self._mprec - (r.unsqueeze(-1) * xp).sum(0)
         return lp, score
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
