@@ -19,10 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from .bayes import BayesError
-from .stats import holm, paired_t, summarise, wilcoxon_p
+from .stats import holm, paired_diffs, summarise
 
 METRICS = (("test_acc", "acc"), ("test_ece", "ECE"))
 # config fields that do not change what a row measures (which cells and seeds a run covers, where it writes)
@@ -50,11 +48,7 @@ def compare(rows: list[dict], metrics=tuple(m for m, _ in METRICS)) -> list[dict
                     continue
                 e = {"dataset": ds, "k": k, "method": mode, "reference": ref, "n": len(seeds), "seeds": seeds}
                 for metric in metrics:
-                    d = [by[(ds, k, mode, s)][metric] - by[(ds, k, ref, s)][metric] for s in seeds]
-                    t, p = paired_t(d)
-                    e[metric] = {"diffs": d, "mean": float(np.mean(d)),
-                                 "std": float(np.std(d, ddof=1)) if len(d) > 1 else 0.0,
-                                 "t": t, "p_t": p, "p_wilcoxon": wilcoxon_p(d)}
+                    e[metric] = paired_diffs([by[(ds, k, mode, s)][metric] - by[(ds, k, ref, s)][metric] for s in seeds])
                 out.append(e)
     for metric in metrics:
         for e, adj in zip(out, holm([e[metric]["p_t"] for e in out])):
@@ -72,10 +66,12 @@ def _p(p):
     return "<0.001" if p < 0.001 else f"={p:.3f}" if p < 0.01 else f"={p:.2f}"
 
 
-def report(rows: list[dict], title: str = "BayesPrompt modes against baselines", protocol: list[str] | None = None) -> str:
-    """Markdown: per cell, each method's accuracy and ECE; then each mode minus each reference, paired over seeds."""
+def report(rows: list[dict], title: str = "BayesPrompt modes against baselines", protocol: list[str] | None = None,
+           comps: list[dict] | None = None) -> str:
+    """Markdown: per cell, each method's accuracy and ECE; then each mode minus each reference, paired over seeds
+    (``comps``: :func:`compare` of ``rows``, when the caller already has it)."""
     summ = summarise(rows, ("test_acc", "test_ece", "dev_acc"))
-    comps = compare(rows)
+    comps = compare(rows) if comps is None else comps
     lines = [f"# {title}", ""]
     if protocol:
         lines += protocol + [""]
@@ -95,7 +91,7 @@ def report(rows: list[dict], title: str = "BayesPrompt modes against baselines",
         for metric, _ in METRICS:
             m = e[metric]
             cells.append(" ".join(f"{100 * x:+.1f}" for x in m["diffs"]) +
-                         f" ({100 * m['mean']:+.1f}; p{_p(m['p_t'])}; Holm p{_p(m['p_t_holm'])})")
+                         f" ({100 * m['diff_mean']:+.1f}; p{_p(m['p_t'])}; Holm p{_p(m['p_t_holm'])})")
         lines.append(f"| {e['dataset']} | {e['k']} | {e['method']} | {e['reference']} | {e['n']} | {cells[0]} | {cells[1]} |")
     n_acc = sum(1 for e in comps if e["test_acc"]["p_t_holm"] < 0.05)
     n_ece = sum(1 for e in comps if e["test_ece"]["p_t_holm"] < 0.05)
@@ -109,8 +105,8 @@ def format_comparisons(comps: list[dict]) -> str:
     lines = [head, "-" * len(head)]
     for e in comps:
         a, c = e["test_acc"], e["test_ece"]
-        lines.append(f"{e['dataset']:<10} {e['k']:>3} {e['method']:<16} {e['reference']:<10} {100 * a['mean']:+7.1f} "
-                     f"{_p(a['p_t']).lstrip('='):>6} {100 * c['mean']:+7.1f} {_p(c['p_t']).lstrip('='):>6}")
+        lines.append(f"{e['dataset']:<10} {e['k']:>3} {e['method']:<16} {e['reference']:<10} {100 * a['diff_mean']:+7.1f} "
+                     f"{_p(a['p_t']).lstrip('='):>6} {100 * c['diff_mean']:+7.1f} {_p(c['p_t']).lstrip('='):>6}")
     return "\n".join(lines)
 
 

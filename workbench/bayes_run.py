@@ -278,7 +278,8 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
                                              "format": p.fmt.as_dict()} for p in prepared},
                    "config": to_dict(cfg)}
         run.write_json("results.json", results)
-        atomic_write(run.path / "report.md", report(rows, protocol=["Run:", protocol_line(run.final, results)]))
+        atomic_write(run.path / "report.md", report(rows, protocol=["Run:", protocol_line(run.final, results)],
+                                                    comps=results["comparisons"]))
     results["out"] = str(run.final)
     return results
 

@@ -89,6 +89,14 @@ def holm(pvalues) -> list[float]:
     return out
 
 
+def paired_diffs(diffs) -> dict:
+    """Per-seed differences with their mean, sample std (0 for one), paired t-test and Wilcoxon p."""
+    t, p = paired_t(diffs)
+    return {"diffs": list(diffs), "diff_mean": float(np.mean(diffs)),
+            "diff_std": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0,
+            "t": t, "p_t": p, "p_wilcoxon": wilcoxon_p(diffs)}
+
+
 def paired_vs(rows: list[dict], reference: str = "random", metric: str = "test_acc", alpha: float = 0.05,
               include_baselines: bool = False) -> list[dict]:
     """Each method vs ``reference`` per (dataset, k): per-seed differences, paired t and Wilcoxon, Holm-corrected."""
@@ -104,11 +112,8 @@ def paired_vs(rows: list[dict], reference: str = "random", metric: str = "test_a
             if not seeds:
                 continue
             diffs = [by[(ds, k, m, s)] - by[(ds, k, reference, s)] for s in seeds]
-            t, p = paired_t(diffs)
             out.append({"dataset": ds, "k": k, "method": m, "reference": reference, "n": len(seeds), "seeds": seeds,
-                        "diffs": diffs, "diff_mean": float(np.mean(diffs)),
-                        "diff_std": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0,
-                        "t": t, "p_t": p, "p_wilcoxon": wilcoxon_p(diffs)})
+                        **paired_diffs(diffs)})
     for key in ("p_t", "p_wilcoxon"):
         for entry, adj in zip(out, holm([e[key] for e in out])):
             entry[key + "_holm"] = adj
