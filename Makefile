@@ -10,17 +10,18 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 # torch is installed first and alone so that no other package can pull a multi-GB CUDA build of it.
-$(VENV)/.installed: requirements.txt | $(BIN)/python
+$(VENV)/.installed: requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "$$(grep -E '^torch==' requirements.txt)"
 	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps -e .  # the package itself (console script `workbench`)
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/python -m workbench fewshot --dataset sst2 --methods zero-shot,linear-probe,random,vocab \
+	$(BIN)/workbench fewshot --dataset sst2 --methods zero-shot,linear-probe,random,vocab \
 		--k 16 --seeds 13,21,42 --steps 200 --out $(DEMO_OUT) --overwrite
 
 test: install

@@ -16,11 +16,11 @@ import time
 
 import numpy as np
 
-from workbench.backbones import load_backbone, set_threads
+from workbench.engine.backbones import load_backbone, set_threads
 from workbench.config import FewShotConfig, TuneConfig
-from workbench.harness import prepare
-from workbench.inits import InitContext, make_prompt
-from workbench.tuner import evaluate, tune_prompt
+from workbench.experiments.fewshot import prepare
+from workbench.learn.inits import InitContext, make_prompt
+from workbench.learn.tuner import evaluate, tune_prompt
 
 
 def timed(fn):

@@ -27,8 +27,8 @@ def make_runs(root: Path, bb, n_runs: int, slots: int) -> list[Path]:
     import numpy as np
     import torch
 
-    from workbench.explore_data import vocab_sample
-    from workbench.runs import save_prompt, write_json
+    from workbench.viz.explore_data import vocab_sample
+    from workbench.engine.runs import save_prompt, write_json
     _, _, rows = vocab_sample(bb, 5000)
     rng = np.random.default_rng(0)
     inits = ["random", "vocab", "labels", "metapt", "supmer"]
@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backbone", default="minilm")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # internal: time one warm call in a fresh process
     args = ap.parse_args(argv)
-    from workbench import explore
-    from workbench.backbones import load_backbone, set_threads
+    from workbench.viz import explore
+    from workbench.engine.backbones import load_backbone, set_threads
     from workbench.config import BackboneConfig
     set_threads()
     if args.child:

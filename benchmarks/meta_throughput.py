@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build(args, second_order=False):
-    from workbench.backbones import load_backbone, set_threads
+    from workbench.engine.backbones import load_backbone, set_threads
     from workbench.config import BackboneConfig
-    from workbench.metatrain import MetaTrainConfig
-    from workbench.tasks import make_source
+    from workbench.learn.metatrain import MetaTrainConfig
+    from workbench.tasks.episodes import make_source
     set_threads()
     bb = load_backbone(BackboneConfig(name=args.backbone, second_order=second_order))
     cfg = MetaTrainConfig(support=args.support, query=args.query, max_length=args.max_length)
@@ -44,7 +44,7 @@ def prompt(bb, length):
 
 def timed(method, P, eps, cfg, repeats):
     """Fastest wall and CPU seconds of the batched and the loop path, alternating so both see the same load."""
-    from workbench.meta import meta_gradient
+    from workbench.learn.meta import meta_gradient
     best = {True: [float("inf"), float("inf")], False: [float("inf"), float("inf")]}
     grads = {}
     for r in range(repeats):
@@ -58,7 +58,7 @@ def timed(method, P, eps, cfg, repeats):
 
 def maml_memory(args) -> dict:
     import numpy as np
-    from workbench.meta import meta_gradient
+    from workbench.learn.meta import meta_gradient
     bb, src = build(args, second_order=True)
     eps = src.sample(np.random.default_rng(0), args.sizes[-1])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

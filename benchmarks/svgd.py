@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--step-size", type=float, default=0.01)
     args = ap.parse_args(argv)
     import torch
-    from workbench.bayes_svgd import GaussianMixtureDensity, svgd
+    from workbench.methods.svgd import GaussianMixtureDensity, svgd
     torch.set_num_threads(args.threads)
     w, mu, cov, x0 = make_problem(args.particles, args.dim, args.components)
     dev = torch.device(args.device)

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench.backbones import load_backbone, set_threads  # noqa: E402
-from workbench.config import PromptConfig, TaskConfig  # noqa: E402
-from workbench.heads import make_head  # noqa: E402
-from workbench.templates import resolve_format  # noqa: E402
+from workbench.engine.backbones import load_backbone, set_threads# noqa: E402
+from workbench.config import PromptConfig, TaskConfig# noqa: E402
+from workbench.engine.heads import make_head# noqa: E402
+from workbench.engine.templates import resolve_format# noqa: E402
 
 
 def matmul_peak(repeats: int = 5) -> float:

@@ -13,8 +13,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -68,7 +66,7 @@ def toy_data(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def minilm():
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     return load_backbone("minilm")
 
 

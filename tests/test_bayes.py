@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.bayes import BayesConfig, BayesError, ece, fit_distribution, load_distribution
-from workbench.bayes_svgd import GaussianMixtureDensity, SVGDError, naive_log_prob_and_score, svgd
+from workbench.methods.bayes import BayesConfig, BayesError, ece, fit_distribution, load_distribution
+from workbench.methods.svgd import GaussianMixtureDensity, SVGDError, naive_log_prob_and_score, svgd
 
 
 def mixture(K=3, p=5, seed=0, covariance="full"):
@@ -152,7 +152,7 @@ def test_sample_prompt_slot_rule():
 
 # --------------------------------------------------------------------------------------------- tiny model, CLI
 def _cli(argv):
-    from workbench.cli import main
+    from workbench.cli.main import main
     return main(argv)
 
 
@@ -180,7 +180,7 @@ def test_bayes_init_in_fewshot_and_bayes_cli(tiny, toy_data, tmp_path, capsys):
     from safetensors.torch import load_file
     ens = load_file(str(out / "predictions/toy/seed1/bayes-ensemble.safetensors"))
     assert ens["members"].shape[0] == 3 and torch.allclose(ens["members"].mean(0), ens["probs"], atol=1e-6)
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     bb = load_backbone(tiny["bert-mlm"])
     dist = load_distribution(out / "distributions/toy/seed1", backbone=bb)
     assert dist.particles.shape == (8, bb.hidden_size) and dist.info["unlabeled_excluded_overlap"] > 0

@@ -49,8 +49,8 @@ def test_viz_functions_and_widgets(tmp_path):
     import numpy as np
     import torch
     from types import SimpleNamespace
-    from workbench.bayes import BayesConfig, fit_distribution
-    from workbench.bayes_viz import distribution_2d, ensemble_spread, reliability_diagram, svgd_animation
+    from workbench.methods.bayes import BayesConfig, fit_distribution
+    from workbench.viz.bayes import distribution_2d, ensemble_spread, reliability_diagram, svgd_animation
 
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(6, 5, generator=g) + 3, torch.randn(6, 5, generator=g) - 3])
@@ -69,7 +69,7 @@ def test_viz_functions_and_widgets(tmp_path):
     assert "ECE" in rel.data[1].name
 
     pytest.importorskip("ipywidgets")
-    from workbench.bayes_viz import svgd_explorer
+    from workbench.viz.bayes import svgd_explorer
     box = svgd_explorer(dist)
     box.controls["particles"].value = 20  # reruns SVGD with 20 particles
     box.controls["iterations"].value = 30

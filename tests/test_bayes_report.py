@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from workbench.bayes import BayesError
-from workbench.bayes_report import compare, load_runs, report
-from workbench.bayes_run import BayesRunConfig
+from workbench.methods.bayes import BayesError
+from workbench.experiments.bayes_report import compare, load_runs, report
+from workbench.experiments.bayes_modes import BayesRunConfig
 from workbench.config import TuneConfig, to_dict
-from workbench.stats import holm
+from workbench.engine.stats import holm
 
 
 def make_rows(dataset="toy", k=4, seeds=(1, 2, 3, 4), methods=("zero-shot", "random", "bayes-init", "bayes-ensemble"),
@@ -62,7 +62,7 @@ def _write_run(path, rows, **cfg_kw):
 
 
 def test_load_runs_combines_and_refuses_duplicates_mixed_protocols_and_non_runs(tmp_path, capsys):
-    from workbench.cli import main
+    from workbench.cli.main import main
     a = _write_run(tmp_path / "a", make_rows(dataset="sst2"))
     b = _write_run(tmp_path / "b", make_rows(dataset="mr", rng_seed=3))
     rows, proto = load_runs([a, b])

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench import benchmark, harness
+from workbench.experiments import benchmark, fewshot as harness
 from workbench.config import ConfigError
-from workbench.runs import RunError
+from workbench.engine.runs import RunError
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ["zero-shot", "linear-probe", "random", "vocab"]
@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_run(tiny, data_dir, tmp_path_factory):
     """One uninterrupted run through the command line: the reference for the resume test and the notebook's input."""
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     tmp = tmp_path_factory.mktemp("bench")
     suite = write_suite(tmp / "suite.json", suite_dict(tiny))
@@ -86,7 +86,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny, data_dir, full_run,
             raise KeyboardInterrupt  # Ctrl-C in the middle of the third tuned row
         return real(*a, **kw)
 
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     monkeypatch.setattr(harness, "_prompt_tuning", crashing)
     out = tmp_path / "bench"
@@ -102,7 +102,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tiny, data_dir, full_run,
     ran = []
     real_baseline = harness._baseline
     monkeypatch.setattr(harness, "_baseline", lambda *a, **kw: ran.append(a[0]) or real_baseline(*a, **kw))
-    from workbench import tuner
+    from workbench.learn import tuner
     real_eval, unprompted_test_passes = tuner.evaluate, []
     monkeypatch.setattr(tuner, "evaluate", lambda head, xs, prompt, *a, **kw: (
         unprompted_test_passes.append(len(xs)) if prompt is None else None) or real_eval(head, xs, prompt, *a, **kw))
@@ -140,7 +140,7 @@ def test_suite_from_an_older_workbench_resumes_unless_a_new_field_is_set(tiny, d
 
 
 def test_suite_validation_lists_known_names(tiny, data_dir, tmp_path):
-    from workbench.cli import main
+    from workbench.cli.main import main
 
     bad = write_suite(tmp_path / "bad.json", suite_dict(tiny, methods=["random", "no-such-init"]))
     with pytest.raises(ConfigError, match=r"no-such-init.*known: \[.*'random'.*'vocab'"):
@@ -160,7 +160,7 @@ def test_suite_validation_lists_known_names(tiny, data_dir, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written for a bad suite
     # "all" expands to every registered init; exclude removes some
     r = benchmark.resolve_suite(suite_dict(tiny, methods=["zero-shot", "all"], exclude=["file", "text"]))
-    from workbench.inits import INITS
+    from workbench.learn.inits import INITS
     assert r["methods"] == ["zero-shot"] + sorted(set(INITS) - {"file", "text"})
     assert not err.exists()
     # other FewShotConfig sections (e.g. meta, for the meta inits) pass through, validated
@@ -170,7 +170,7 @@ def test_suite_validation_lists_known_names(tiny, data_dir, tmp_path):
 
 
 def test_test_limit_and_init_options(tiny, data_dir, tmp_path, monkeypatch):
-    from workbench import tuner
+    from workbench.learn import tuner
 
     s = suite_dict(tiny, methods=["zero-shot", "text"], grid=[{"datasets": ["toy"], "k": [2, 4]}], seeds=[13],
                    test_limit=6, init_options={"text": {"prompt.init_text": "great movie", "tune.steps": 2}})
@@ -217,7 +217,7 @@ def test_results_notebook_under_papermill(full_run, tmp_path, monkeypatch):
 
 
 def test_plots_on_a_benchmark(full_run, tmp_path):
-    from workbench import benchmark_plots as bp
+    from workbench.viz import benchmark as bp
 
     out, _ = full_run
     res = bp.load_benchmark(out)
@@ -239,7 +239,7 @@ def test_plots_on_a_benchmark(full_run, tmp_path):
 def probe_init():
     """A temporary init that records the run config it is given (removed from the registry afterwards)."""
     import torch
-    from workbench.inits import INITS, register_init
+    from workbench.learn.inits import INITS, register_init
 
     seen = []
 
@@ -264,7 +264,7 @@ def test_suite_sections_and_init_options_reach_the_init(tiny, data_dir, tmp_path
 
 def test_shipped_suites_resolve():
     from conftest import shared_data_or_skip
-    from workbench.inits import INITS
+    from workbench.learn.inits import INITS
 
     shared_data_or_skip()
     smoke = benchmark.load_suite(REPO / "benchmarks" / "suites" / "smoke.json")
@@ -283,7 +283,7 @@ def test_shipped_suites_resolve():
 def test_eval_autocast_reaches_every_benchmark_evaluation(tiny, data_dir, tmp_path, monkeypatch):
     """tune.eval_autocast=bf16 in a suite: training steps run without autocast, every evaluation (the shared
     unprompted test pass of zero-shot / linear probe included) under bf16."""
-    import workbench.tuner as tuner
+    import workbench.learn.tuner as tuner
 
     seen, real = [], tuner.autocast_ctx
     monkeypatch.setattr(tuner, "autocast_ctx", lambda device, mode: (seen.append(mode), real(device, mode))[1])

@@ -6,11 +6,10 @@ import json
 import pytest
 import torch
 
-from workbench.backbones import load_backbone
-from workbench.config import (ConfigError, FewShotConfig, PromptConfig, TuneConfig, apply_overrides, from_dict,
-                              to_json)
-from workbench.inits import INITS, InitContext, make_prompt
-from workbench.templates import resolve_format
+from workbench.engine.backbones import load_backbone
+from workbench.config import ConfigError, FewShotConfig, PromptConfig, TuneConfig, apply_overrides, from_dict, to_json
+from workbench.learn.inits import INITS, InitContext, make_prompt
+from workbench.engine.templates import resolve_format
 from workbench.config import TaskConfig
 
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from workbench import corpus as C
-from workbench.backbones import load_backbone
-from workbench.corpus import ClusterError, cluster
+from workbench.tasks import corpus as C
+from workbench.engine.backbones import load_backbone
+from workbench.tasks.corpus import ClusterError, cluster
 
 SPORT = "football goal match team player coach league score stadium referee".split()
 COOK = "recipe oven flour butter sugar bake kitchen dough salt pepper".split()

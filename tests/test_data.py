@@ -6,8 +6,10 @@ from collections import Counter
 
 import pytest
 
-from workbench import data as D
-from workbench.data import DataError, Example
+from workbench.engine import data as D
+from workbench.engine import splits as S
+from workbench.config import DEFAULT_SEEDS
+from workbench.engine.data import DataError, Example
 
 REAL = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if not (REAL / "sst2" / "train.jsonl").is_file():
@@ -61,10 +63,10 @@ def test_load_real_sst2_and_rte():
 def test_decontaminate_real_sst2_test_vs_mr_train():
     sst = D.load_dataset("sst2", search_path=[REAL], hub=False)
     mr = D.load_dataset("mr", search_path=[REAL], hub=False)
-    kept, removed = D.decontaminate(mr.splits["train"], D.texts_of(sst.splits["test"]))
+    kept, removed = S.decontaminate(mr.splits["train"], S.texts_of(sst.splits["test"]))
     assert removed > 600 and len(kept) + removed == len(mr.splits["train"])
-    targets = {D.normalize_text(t) for t in D.texts_of(sst.splits["test"])}
-    assert not any(D.normalize_text(e.text_a) in targets for e in kept)
+    targets = {S.normalize_text(t) for t in S.texts_of(sst.splits["test"])}
+    assert not any(S.normalize_text(e.text_a) in targets for e in kept)
 
 
 @needs_real
@@ -236,47 +238,47 @@ def toy_dataset(n_per_class=(40, 30, 25)):
 
 def test_kshot_split_properties():
     ds = toy_dataset()
-    s = D.kshot_split(ds, 8, 13)
+    s = S.kshot_split(ds, 8, 13)
     assert Counter(e.label for e in s.train) == {0: 8, 1: 8, 2: 8}
     assert Counter(e.label for e in s.dev) == {0: 8, 1: 8, 2: 8}
     assert not set(s.train) & set(s.dev) and len(set(s.train)) == 24
     assert set(s.train) | set(s.dev) <= set(ds.splits["train"]) and s.test == ds.splits["test"]
     assert [e.label for e in s.train] != sorted(e.label for e in s.train)  # shuffled across classes
-    assert D.kshot_split(ds, 8, 13) == s
-    assert D.kshot_split(ds, 8, 21).train != s.train
+    assert S.kshot_split(ds, 8, 13) == s
+    assert S.kshot_split(ds, 8, 21).train != s.train
     assert s.as_dict() == {"dataset": "toy", "k": 8, "seed": 13, "n_train": 24, "n_dev": 24, "n_test": 3}
-    assert len(D.DEFAULT_SEEDS) == 5
+    assert len(DEFAULT_SEEDS) == 5
 
 
 def test_kshot_ignores_dev_file():
     ds = toy_dataset((4, 4))
     ds.splits["dev"] = [Example("dev", 0), Example("dev", 1)]
-    s = D.kshot_split(ds, 2, 42)
+    s = S.kshot_split(ds, 2, 42)
     assert all(e.text != "dev" for e in s.dev) and len(s.dev) == 4
 
 
 def test_kshot_errors():
     ds = toy_dataset((40, 30, 7))
     with pytest.raises(DataError, match=r"'toy'.*class 'z' has 7.*2k = 8"):
-        D.kshot_split(ds, 4, 13)
+        S.kshot_split(ds, 4, 13)
     with pytest.raises(DataError, match=r"class 'z' has no training examples"):
-        D.kshot_split(toy_dataset((10, 10, 0)), 1, 13)
+        S.kshot_split(toy_dataset((10, 10, 0)), 1, 13)
     for bad in (0, -1, 1.5):
         with pytest.raises(DataError, match="k must be"):
-            D.kshot_split(ds, bad, 13)
+            S.kshot_split(ds, bad, 13)
 
 
 # ------------------------------------------------------------------------------------------------ overlap
 def test_normalize_and_decontaminate():
-    assert D.normalize_text("It's GOOD -- très bien!") == "itsgoodtrèsbien"
+    assert S.normalize_text("It's GOOD -- très bien!") == "itsgoodtrèsbien"
     src = [Example("A great film!", 1), Example("a dull film", 0), Example("Premise.", 0, "Hypo thesis"),
            Example("x", 0, "y"), Example("...", 0), Example("unrelated", 1)]
-    kept, n = D.decontaminate(src, ["a great  film", "hypothesis", "XY", "!!!"])
+    kept, n = S.decontaminate(src, ["a great  film", "hypothesis", "XY", "!!!"])
     assert n == 3 and kept == [src[1], src[4], src[5]]
-    assert D.texts_of(src[2:4]) == ["Premise.", "Hypo thesis", "x", "y"]
-    assert D.decontaminate(src, iter([])) == (src, 0)
+    assert S.texts_of(src[2:4]) == ["Premise.", "Hypo thesis", "x", "y"]
+    assert S.decontaminate(src, iter([])) == (src, 0)
     with pytest.raises(DataError):
-        D.decontaminate(src, "a string")
+        S.decontaminate(src, "a string")
 
 
 # ------------------------------------------------------------------------------------------------ hub conversion

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import write_dataset
-from workbench.cli import main
+from workbench.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "04_embedding_space.ipynb"
@@ -45,8 +45,8 @@ def _rows(run):
 
 
 def test_snapshots_record_the_trajectory_without_changing_selection(env, tiny):
-    from workbench.explore_data import load_snapshots
-    from workbench.runs import load_prompt
+    from workbench.engine.runs import load_snapshots
+    from workbench.engine.runs import load_prompt
 
     run = env["run"]
     evals = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -80,7 +80,7 @@ def test_snapshots_record_the_trajectory_without_changing_selection(env, tiny):
 
 
 def test_snapshot_flag_and_config():
-    from workbench.cli import build_parser, fewshot_config
+    from workbench.cli.main import build_parser, fewshot_config
     from workbench.config import ConfigError, TuneConfig
 
     args = build_parser().parse_args(["fewshot", "--snapshot-every", "5"])
@@ -90,7 +90,7 @@ def test_snapshot_flag_and_config():
 
 
 def test_token_space_places_every_prompt_vector_with_its_neighbours(env):
-    from workbench import explore
+    from workbench.viz import explore
 
     fig = explore.token_space(env["run"], projection="pca", neighbours=3)
     vocab, prompts = fig.data[0], fig.data[1:]
@@ -107,7 +107,7 @@ def test_token_space_places_every_prompt_vector_with_its_neighbours(env):
     assert [n[0][0] for n in nn] == toks and all(abs(n[0][1] - 1) < 1e-5 for n in nn)
     assert all(n[i][1] >= n[i + 1][1] for n in nn for i in range(4))
 
-    from workbench.explore_project import fit_projection
+    from workbench.viz.projection import fit_projection
     proj = fit_projection(rows, "pca")
     np.testing.assert_allclose(proj.place(rows), proj.coords, atol=1e-5)  # PCA places points exactly
     from sklearn.decomposition import PCA
@@ -116,7 +116,7 @@ def test_token_space_places_every_prompt_vector_with_its_neighbours(env):
 
 
 def test_umap_map_is_fitted_once_and_cached_without_pickle(tmp_path):
-    from workbench.explore_project import fit_projection
+    from workbench.viz.projection import fit_projection
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 16)) * 5
@@ -129,7 +129,7 @@ def test_umap_map_is_fitted_once_and_cached_without_pickle(tmp_path):
     assert [f.suffix for f in files] == [".safetensors"]
     c = fit_projection(x[:50], "umap", seed=0, cache_dir=tmp_path)  # other inputs: another entry
     assert c.info["cache"] == "miss" and len(list((tmp_path / "explore").iterdir())) == 2
-    from workbench.explore_project import cosine_knn
+    from workbench.viz.projection import cosine_knn
     idx, dist = cosine_knn(x, 5, chunk=16)  # the exact neighbour graph UMAP is given, checked against brute force
     u = x / np.linalg.norm(x, axis=1, keepdims=True)
     ref = np.argsort(-(u @ u.T), axis=1)[:, :5]
@@ -141,9 +141,9 @@ def test_umap_map_is_fitted_once_and_cached_without_pickle(tmp_path):
 
 
 def test_trajectories_and_distances_match_the_saved_prompts(env):
-    from workbench import explore
-    from workbench.explore_data import load_snapshots
-    from workbench.runs import load_prompt
+    from workbench.viz import explore
+    from workbench.engine.runs import load_snapshots
+    from workbench.engine.runs import load_prompt
 
     fig = explore.trajectories(env["run"], projection="pca")
     paths = fig.data[1:]
@@ -164,7 +164,7 @@ def test_trajectories_and_distances_match_the_saved_prompts(env):
 
 
 def test_prompt_similarity_matching(env):
-    from workbench import explore
+    from workbench.viz import explore
 
     rng = np.random.default_rng(0)
     p = rng.normal(size=(5, 8))
@@ -182,7 +182,7 @@ def test_prompt_similarity_matching(env):
 
 
 def test_sentence_space_reproduces_the_run_accuracies(env):
-    from workbench import explore
+    from workbench.viz import explore
 
     fig = explore.sentence_space(env["run"], method="vocab", seed=21, n_examples=None)
     rows, meta = _rows(env["run"]), fig.layout.meta
@@ -198,7 +198,7 @@ def test_sentence_space_reproduces_the_run_accuracies(env):
 
 
 def test_sentence_space_of_the_similarity_head_uses_label_text_anchors(env, tiny):
-    from workbench import explore
+    from workbench.viz import explore
 
     run = env["tmp"] / "runs" / "encoder"
     assert main(["fewshot", "--dataset", "toy", "--backbone", tiny["bert"], "--k", "4", "--seeds", "13", "--steps", "2",
@@ -213,7 +213,7 @@ def test_sentence_space_of_the_similarity_head_uses_label_text_anchors(env, tiny
 
 
 def test_corpus_space_draws_clusters_with_the_target_data(env, tiny):
-    from workbench import explore
+    from workbench.viz import explore
 
     src = env["tmp"] / "corpus.txt"
     src.write_text("\n".join(f"the {w} movie was {v} and good" for w in ("film", "plot", "cast", "story", "book")
@@ -232,9 +232,9 @@ def test_corpus_space_draws_clusters_with_the_target_data(env, tiny):
 
 
 def test_particles_space_draws_svgd_moves(tmp_path):
-    bayes = pytest.importorskip("workbench.bayes")
+    bayes = pytest.importorskip("workbench.methods.bayes")
     import torch
-    from workbench import explore
+    from workbench.viz import explore
 
     g = torch.Generator().manual_seed(0)
     data = torch.randn(8, 6, generator=g, dtype=torch.float64)
@@ -253,7 +253,7 @@ def test_particles_space_draws_svgd_moves(tmp_path):
 
 
 def test_bad_inputs_name_the_culprit(env, tmp_path):
-    from workbench import explore
+    from workbench.viz import explore
 
     empty = tmp_path / "baseline-only"
     shutil.copytree(env["run"], empty)
@@ -285,7 +285,7 @@ def _without_snapshots(run, tmp_path):
 def _explore_cli(argv):
     import argparse
 
-    from workbench import explore_cli
+    from workbench.cli import explore as explore_cli
     parser = argparse.ArgumentParser()
     explore_cli.add_cli(parser.add_subparsers(dest="command"))
     return explore_cli.run_cli(parser.parse_args(argv))
@@ -304,7 +304,7 @@ def test_explore_command_writes_html_and_fails_cleanly(env, tmp_path, capsys):
 
 
 def test_write_html(env, tmp_path):
-    from workbench import explore
+    from workbench.viz import explore
 
     paths = explore.write_html({"sim": explore.prompt_similarity(env["run"])}, tmp_path / "figs")
     assert paths["sim"].stat().st_size > 1_000_000 and [p.name for p in (tmp_path / "figs").iterdir()] == ["sim.html"]
@@ -354,7 +354,7 @@ def test_notebook_runs_headlessly_and_writes_the_figures(env, tmp_path, monkeypa
 
 def test_explorer_panel_selects_points(env):
     pytest.importorskip("ipywidgets")
-    from workbench.explore_ui import explorer_panel
+    from workbench.ui.explorer import explorer_panel
 
     panel = explorer_panel([str(env["run"])], projection="pca", n_examples=16)
     c = panel.controls
@@ -374,7 +374,7 @@ def test_explorer_panel_click_selects_points(env):
     pytest.importorskip("anywidget")
     from plotly.callbacks import Points
 
-    from workbench.explore_ui import explorer_panel
+    from workbench.ui.explorer import explorer_panel
 
     def click(fig, trace_index, point):
         fig.data[trace_index]._dispatch_on_click(

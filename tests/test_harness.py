@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import write_dataset
-from workbench.cli import main
+from workbench.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,7 +145,7 @@ def test_module_help_lists_subcommands():
 def test_eval_autocast_applies_to_evaluation_only(tiny, toy_data, tmp_path, monkeypatch):
     """--eval-autocast bf16 with fp32 training: every training step runs without autocast, every dev/test pass under
     bf16, and the choice is recorded in config.json."""
-    import workbench.tuner as tuner
+    import workbench.learn.tuner as tuner
 
     seen, real = [], tuner.autocast_ctx
 

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from tiny_models import FAMILIES
-from workbench.backbones import load_backbone
+from workbench.engine.backbones import load_backbone
 from workbench.config import BackboneConfig, ConfigError, PromptConfig, TaskConfig
-from workbench.data import Example
-from workbench.heads import make_head
-from workbench.templates import resolve_format
+from workbench.engine.data import Example
+from workbench.engine.heads import make_head
+from workbench.engine.templates import resolve_format
 
 EXPECTED = {"bert": "encoder", "bert-mlm": "mlm", "roberta-mlm": "mlm", "t5": "seq2seq", "gpt2": "causal",
             "llama": "causal"}
@@ -222,7 +222,7 @@ def test_pool_prompt_option_changes_the_pooled_output(tiny):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_joint_pass_over_heads_equals_one_pass_per_head(tiny, family):
     """Tasks with different label spaces and prompts share one backbone pass and score as if run alone."""
-    from workbench.joint import joint_forward
+    from workbench.engine.joint import joint_forward
     bb = backbone(tiny, family)
     h1 = head_for(bb)
     tcfg = TaskConfig(verbalizer=["bad", "okay", "great"])

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from workbench.backbones import load_backbone
+from workbench.engine.backbones import load_backbone
 from workbench.config import BackboneConfig, PromptConfig, TaskConfig
-from workbench.data import Example
-from workbench.heads import make_head
-from workbench.meta import Episode, evaluate_episodes, meta_step
-from workbench.templates import resolve_format
+from workbench.engine.data import Example
+from workbench.engine.heads import make_head
+from workbench.tasks.episodes import Episode
+from workbench.learn.meta import evaluate_episodes, meta_step
+from workbench.engine.templates import resolve_format
 
 POS = ["great", "wonderful", "good", "fun", "excellent"]
 NEG = ["terrible", "awful", "bad", "boring", "dull"]

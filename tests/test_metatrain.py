@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from test_tasks import labelled_data, sentiment_rows, write_corpus, write_ds  # noqa: F401  (fixture re-export)
-from workbench import metatrain
-from workbench.backbones import load_backbone
-from workbench.cli import main
-from workbench.data import load_dataset
+from workbench.learn import metatrain
+from workbench.engine.backbones import load_backbone
+from workbench.cli.main import main
+from workbench.engine.data import load_dataset
 from workbench.config import ConfigError, FewShotConfig, MetaConfig, PromptConfig
-from workbench.inits import InitContext, make_prompt
-from workbench.metatrain import MetaTrainConfig, run_meta_training
-from workbench.runs import load_prompt, save_prompt
+from workbench.learn.inits import InitContext, make_prompt
+from workbench.learn.metatrain import MetaTrainConfig, run_meta_training
+from workbench.engine.runs import load_prompt, save_prompt
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_cli_meta_train_and_errors(labelled_data, tiny, tmp_path, capsys):
 
 
 def test_meta_init_through_harness_and_shape_errors(labelled_data, bert, tmp_path, monkeypatch):
-    from workbench.harness import run_fewshot
+    from workbench.experiments.fewshot import run_fewshot
     write_ds(labelled_data, "srcc", sentiment_rows(20, 600, seed=3), sentiment_rows(6, 700, seed=3))
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     small = MetaConfig(steps=2, meta_batch=2, support=2, query=2, source_k=4, source_datasets=["srca", "srcc"],

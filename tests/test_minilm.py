@@ -8,13 +8,14 @@ import pytest
 import torch
 
 from conftest import shared_data_or_skip
-from workbench.cli import main
+from workbench.cli.main import main
 from workbench.config import PromptConfig, TaskConfig, TuneConfig
-from workbench.data import kshot_split, load_dataset
-from workbench.heads import make_head
-from workbench.inits import InitContext, make_prompt
-from workbench.templates import resolve_format
-from workbench.tuner import evaluate, tune_prompt
+from workbench.engine.splits import kshot_split
+from workbench.engine.data import load_dataset
+from workbench.engine.heads import make_head
+from workbench.learn.inits import InitContext, make_prompt
+from workbench.engine.templates import resolve_format
+from workbench.learn.tuner import evaluate, tune_prompt
 
 
 @pytest.fixture(scope="module")

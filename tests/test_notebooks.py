@@ -77,7 +77,7 @@ def test_notebook_writes_a_complete_run(quickstart_run):
 
 
 def test_viz_on_the_notebook_run(quickstart_run, tmp_path):
-    from workbench import viz
+    from workbench.viz import runs as viz
 
     run, _ = quickstart_run
     df = viz.load_metrics(run)
@@ -121,7 +121,7 @@ def test_notebook_builds_the_panel_headlessly(tiny, toy_data, tmp_path, monkeypa
 
 def test_panel_run_button_runs_the_harness(tiny, toy_data, tmp_path):
     pytest.importorskip("ipywidgets")
-    from workbench.ui import quickstart_panel
+    from workbench.ui.quickstart import quickstart_panel
 
     defaults = dict(dataset="toy", backbone=tiny["bert-mlm"], methods=["zero-shot", "random"], k=4, seeds=[13],
                     steps=2, lr=0.01, prompt_length=4, max_length=32, out_dir=str(tmp_path / "runs" / "qs"))

@@ -72,7 +72,7 @@ def test_nb01_runs_on_a_toy_corpus(tiny, tmp_path, monkeypatch):
     d = res["diagnostics"]
     assert d["n_genres"] == 3 and 1 / 3 <= d["genre_purity"] <= 1 and 0 <= d["genre_nmi"] <= 1
     assert [r["k"] for r in res["k_sweep"]] == [2, 4] and all("genre_nmi" in r for r in res["k_sweep"])
-    from workbench.corpus import load_clustering
+    from workbench.tasks.corpus import load_clustering
     c = load_clustering(out)
     assert c.k == 3 and len(c.assignments) == 30
     lines = (out / "assignments.jsonl").read_text().splitlines()
@@ -96,7 +96,7 @@ def test_nb01_lda_with_k_panel(tiny, tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------- metaviz helpers
 def test_k_panel_clusters_again_and_saves(tmp_path):
     pytest.importorskip("ipywidgets")
-    from workbench.metaviz import k_panel
+    from workbench.ui.panels import k_panel
     rng = np.random.default_rng(0)
     feats = np.concatenate([np.eye(4)[c] + rng.normal(0, 0.05, size=(10, 4)) for c in range(3)])  # 3 directions
     texts = [f"{w} sentence number {i}" for i, w in enumerate(["alpha"] * 10 + ["beta"] * 10 + ["gamma"] * 10)]
@@ -116,8 +116,8 @@ def test_k_panel_clusters_again_and_saves(tmp_path):
 
 
 def test_cluster_map_and_projection():
-    from workbench.corpus import cluster
-    from workbench.metaviz import cluster_map, cluster_table, project_2d
+    from workbench.tasks.corpus import cluster
+    from workbench.viz.clusters import cluster_map, cluster_table, project_2d
     rng = np.random.default_rng(1)
     feats = np.concatenate([rng.normal(c, 0.05, size=(8, 6)) for c in (-1, 1)])
     texts = [f"text {i} " + "word " * 60 for i in range(16)]
@@ -137,7 +137,7 @@ def test_cluster_map_and_projection():
 
 
 def test_meta_curves_from_metrics(tmp_path):
-    from workbench.metaviz import meta_curves
+    from workbench.viz.meta import meta_curves
     recs = [{"event": "train", "step": s, "loss": 1.0 / s, "acc": 0.5} for s in (1, 2, 3)] + \
            [{"event": "val", "step": s, "loss": 2.0 / s, "acc": 0.4 + s / 10} for s in (2, 3)] + [{"event": "done"}]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))

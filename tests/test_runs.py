@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from workbench.backbones import load_backbone
+from workbench.engine.backbones import load_backbone
 from workbench.config import ConfigError, PromptConfig
-from workbench.inits import InitContext, make_prompt
-from workbench.runs import RunDir, RunError, load_prompt, save_prompt
+from workbench.learn.inits import InitContext, make_prompt
+from workbench.engine.runs import RunDir, RunError, load_prompt, save_prompt
 
 
 def test_failed_run_leaves_nothing_behind(tmp_path):

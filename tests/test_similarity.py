@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import similarity as S
+from workbench.experiments import similarity as S
 from workbench.config import PromptConfig, TuneConfig
-from workbench.data import Dataset, Example
+from workbench.engine.data import Dataset, Example
 
 POS = ["great", "wonderful", "good", "excellent", "amazing", "lovely", "fun", "brilliant"]
 NEG = ["terrible", "awful", "bad", "boring", "horrible", "dull", "poor", "stupid"]
@@ -40,7 +40,7 @@ def fast_cfg(**kw):
 
 @pytest.fixture(scope="module")
 def bert(tiny):
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     return load_backbone(tiny["bert"])
 
 
@@ -95,7 +95,7 @@ def test_decontamination_counts_and_leakage():
     assert len(s1.splits["train"]) == len(source.splits["train"]) - 2 and s2.splits["train"] == clean.splits["train"]
     assert source.splits["train"][-1] in leaked  # the input dataset is not modified
     # a source text equal to one of the target's few-shot examples is removed too; one in the unused train is not
-    from workbench.data import kshot_split
+    from workbench.engine.splits import kshot_split
     sp = kshot_split(target, 2, 13)
     unused = next(e for e in target.splits["train"] if e not in sp.train + sp.dev)
     src = make_ds("src2", seed=4, extra_train=[sp.train[0], unused])
@@ -191,7 +191,7 @@ def write_jsonl_dataset(root, ds):
 
 
 def test_cli_writes_table_and_scatter(tiny, tmp_path, monkeypatch, capsys):
-    from workbench.cli import main
+    from workbench.cli.main import main
     target = make_ds("tgt", seed=1)
     near = make_ds("near", seed=2, extra_train=target.splits["test"][:3])
     for ds in (target, near, make_ds("far", seed=3, topic=True)):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from workbench import stats
+from workbench.engine import stats
 
 
 def test_holm_matches_a_hand_worked_example():

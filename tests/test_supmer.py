@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from test_supmer_corpus import write_corpus
-from workbench import supmer
-from workbench.supmer import Psi, PsiError, load_psi, sample_lambda, save_psi
+from workbench.methods import supmer
+from workbench.methods.psi import Psi, PsiError, load_psi, save_psi
+from workbench.methods.supmer import sample_lambda
 
 
 def _cfg(**opts):
@@ -20,14 +21,14 @@ def _cfg(**opts):
 
 @pytest.fixture(scope="module")
 def bert(tiny):
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     return load_backbone(tiny["bert"])
 
 
 @pytest.fixture(scope="module")
 def source(bert, tmp_path_factory):
     from workbench.config import PromptConfig
-    from workbench.sstasks import SelfSupConfig, SelfSupSource
+    from workbench.tasks.selfsup import SelfSupConfig, SelfSupSource
     path = write_corpus(tmp_path_factory.mktemp("corpus") / "c.jsonl")
     cfg = SelfSupConfig(corpus=str(path), n_clusters=6, n_options=3, limit=None, k_support=4, k_query=4,
                         max_length=40)
@@ -107,13 +108,13 @@ def test_learner_psi_gradient_matches_finite_differences_on_a_backbone(source):
     eps_ = source.sample(np.random.default_rng(3), 2)
     cfg = _cfg(mixup=False, gate_weight=0.0, psi_clip=0.0)
     P = torch.randn(4, source.bb.hidden_size) * 0.5
-    state = supmer._init_state(P, cfg, source.bb)
+    state = supmer.supmer_init_state(P, cfg, source.bb)
     psi = state["psi"]
     with torch.no_grad():
         for U in psi.U:
             U.normal_(std=0.3)
     state["psi_opt"] = rec = _Recorder(psi.parameters())
-    loss, _, _ = supmer._supmer(P.clone().requires_grad_(True), eps_, cfg, True, state)
+    loss, _, _ = supmer.supmer_learner(P.clone().requires_grad_(True), eps_, cfg, True, state)
     # perturb only parameters after ψ's ReLUs (last U, gate output layer): the loss is smooth along this direction,
     # so finite differences are not thrown off by ReLU kinks
     smooth = {id(psi.U[-1]), id(psi.g2.weight), id(psi.g2.bias)}
@@ -125,7 +126,7 @@ def test_learner_psi_gradient_matches_finite_differences_on_a_backbone(source):
         with torch.no_grad():
             for p, d in zip(psi.parameters(), direction):
                 p.add_(sign * eps * d)
-        vals.append(supmer._supmer(P.clone().requires_grad_(True), eps_, cfg, True, state)[0].item())
+        vals.append(supmer.supmer_learner(P.clone().requires_grad_(True), eps_, cfg, True, state)[0].item())
         with torch.no_grad():
             for p, d in zip(psi.parameters(), direction):
                 p.sub_(sign * eps * d)
@@ -136,13 +137,13 @@ def test_learner_psi_gradient_matches_finite_differences_on_a_backbone(source):
 def test_gate_regression_pulls_the_gate_toward_its_target(source):
     cfg = _cfg(mixup=False, gate_weight=50.0, psi_lr=0.02)
     P = (torch.randn(4, source.bb.hidden_size) * 0.5).requires_grad_(True)
-    state = supmer._init_state(P, cfg, source.bb)
+    state = supmer.supmer_init_state(P, cfg, source.bb)
     eps_ = source.sample(np.random.default_rng(0), 2)
     for ep in eps_:
         ep.info["domain_sim"] = 1.0
     first = None
     for _ in range(25):
-        _, _, logs = supmer._supmer(P, eps_, cfg, True, state)
+        _, _, logs = supmer.supmer_learner(P, eps_, cfg, True, state)
         first = first or logs
     assert first["gate_target"] > 0.5
     assert abs(logs["gate"] - logs["gate_target"]) < 0.3 * abs(first["gate"] - first["gate_target"])
@@ -162,22 +163,22 @@ def test_lambda_follows_the_curriculum():
 def test_curriculum_ema_and_logs(source):
     cfg = _cfg()
     P = (torch.randn(4, source.bb.hidden_size) * 0.5).requires_grad_(True)
-    state = supmer._init_state(P, cfg, source.bb)
+    state = supmer.supmer_init_state(P, cfg, source.bb)
     rng = np.random.default_rng(1)
-    _, _, a = supmer._supmer(P, source.sample(rng, 2), cfg, True, state)
+    _, _, a = supmer.supmer_learner(P, source.sample(rng, 2), cfg, True, state)
     assert state["s"] == pytest.approx(a["alignment"]) and 0 <= a["alignment"] <= 1  # the first step sets s
-    _, g, b = supmer._supmer(P, source.sample(rng, 2), cfg, True, state)
+    _, g, b = supmer.supmer_learner(P, source.sample(rng, 2), cfg, True, state)
     assert state["s"] == pytest.approx(0.5 * a["alignment"] + 0.5 * b["alignment"]) and state["steps"] == 2
     assert b["mixed"] == 1.0 and 0 < b["lambda"] <= 1 and g.shape == P.shape
     off = _cfg(mixup=False, psi=False)
-    _, _, c = supmer._supmer(P, source.sample(rng, 2), off, True, supmer._init_state(P, off, source.bb))
+    _, _, c = supmer.supmer_learner(P, source.sample(rng, 2), off, True, supmer.supmer_init_state(P, off, source.bb))
     assert c["mixed"] == 0.0 and c["lambda"] == 1.0 and "gate" not in c
 
 
 # ----------------------------------------------------------------------------------------------- loop
 def _meta_cfg(tmp_path, corpus, tiny_path, out="run", steps=8, **opts):
     from workbench.config import BackboneConfig, PromptConfig
-    from workbench.metatrain import MetaTrainConfig
+    from workbench.learn.metatrain import MetaTrainConfig
     return MetaTrainConfig(method="supmer", source="selfsup", backbone=BackboneConfig(name=tiny_path),
                            prompt=PromptConfig(length=4), support=4, query=4, max_length=40, meta_batch=2,
                            meta_steps=steps, eval_every=steps, checkpoint_every=2, val_tasks=4, lr=0.1,
@@ -191,11 +192,11 @@ def test_learner_lowers_the_meta_loss_on_fixed_tasks(source):
     cfg = _cfg(mixup=False)
     torch.manual_seed(0)
     P = torch.nn.Parameter(torch.randn(4, source.bb.hidden_size) * 0.5)
-    state, opt = supmer._init_state(P, cfg, source.bb), torch.optim.Adam([P], lr=0.05)
+    state, opt = supmer.supmer_init_state(P, cfg, source.bb), torch.optim.Adam([P], lr=0.05)
     eps_ = source.sample(np.random.default_rng(5), 3)
     losses = []
     for _ in range(15):
-        loss, g, _ = supmer._supmer(P, eps_, cfg, True, state)
+        loss, g, _ = supmer.supmer_learner(P, eps_, cfg, True, state)
         P.grad = g
         opt.step()
         losses.append(loss.item())
@@ -203,7 +204,7 @@ def test_learner_lowers_the_meta_loss_on_fixed_tasks(source):
 
 
 def test_meta_training_through_the_loop_logs_and_saves_psi(tiny, tmp_path, bert):
-    from workbench.metatrain import run_meta_training
+    from workbench.learn.metatrain import run_meta_training
     corpus = write_corpus(tmp_path / "c.jsonl")
     res = run_meta_training(_meta_cfg(tmp_path, corpus, tiny["bert"], steps=4, types="scsp,scc"), backbone=bert,
                             progress=False)
@@ -217,8 +218,8 @@ def test_meta_training_through_the_loop_logs_and_saves_psi(tiny, tmp_path, bert)
 
 
 def test_meta_training_resumes_exactly(tiny, tmp_path, bert):
-    from workbench.metatrain import run_meta_training
-    from workbench.runs import load_prompt
+    from workbench.learn.metatrain import run_meta_training
+    from workbench.engine.runs import load_prompt
     corpus = write_corpus(tmp_path / "c.jsonl")
     run_meta_training(_meta_cfg(tmp_path, corpus, tiny["bert"], "full", 6), backbone=bert, progress=False)
     cfg = _meta_cfg(tmp_path, corpus, tiny["bert"], "cut", 6)
@@ -232,7 +233,7 @@ def test_meta_training_resumes_exactly(tiny, tmp_path, bert):
 
 # ----------------------------------------------------------------------------------------------- save / hook
 def test_psi_save_load_and_mismatch_errors(tmp_path, bert, tiny):
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     psi = Psi(4, bert.hidden_size, rank=4)
     with torch.no_grad():
         psi.U[0].normal_()
@@ -253,10 +254,11 @@ def test_psi_save_load_and_mismatch_errors(tmp_path, bert, tiny):
 
 def test_downstream_hook_is_identity_at_init_and_changes_tuning_when_learned(bert, toy_data):
     from workbench.config import PromptConfig, TaskConfig, TuneConfig
-    from workbench.data import kshot_split, load_dataset
-    from workbench.heads import make_head
-    from workbench.templates import resolve_format
-    from workbench.tuner import tune_prompt
+    from workbench.engine.splits import kshot_split
+    from workbench.engine.data import load_dataset
+    from workbench.engine.heads import make_head
+    from workbench.engine.templates import resolve_format
+    from workbench.learn.tuner import tune_prompt
     ds = load_dataset("toy")
     fmt = resolve_format(ds.name, ds.task, ds.labels, bert.family, TaskConfig())
     head = make_head(bert, fmt, TaskConfig(), PromptConfig(length=4), 32)

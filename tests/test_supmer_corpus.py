@@ -30,7 +30,7 @@ def write_corpus(path, n_docs: int = 24, paras: int = 3, sents: int = 4, seed: i
 
 
 def test_corpus_reads_with_document_ids(tmp_path):
-    from workbench.data import read_corpus
+    from workbench.engine.data import read_corpus
     rows = read_corpus(str(write_corpus(tmp_path / "c.jsonl", n_docs=4)))
     assert len(rows) == 4 * 3 * 4 and rows[0]["doc"] == 0 and rows[-1]["doc"] == 3
     assert read_corpus(str(write_corpus(tmp_path / "n.jsonl", n_docs=2, docs=False)))[0]["doc"] is None

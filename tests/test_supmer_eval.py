@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import write_dataset
-from workbench.supmer_eval import collapse_yelp, domain_generalisation
+from workbench.experiments.domain_gen import collapse_yelp, domain_generalisation
 
 
 def _stars(root):
@@ -24,7 +24,7 @@ def _stars(root):
 
 
 def test_collapse_yelp_and_bad_datasets(toy_data):
-    from workbench.data import load_dataset
+    from workbench.engine.data import load_dataset
     _stars(toy_data)
     two = collapse_yelp(load_dataset("yelp5"))
     assert two.labels == ["negative", "positive"] and len(two.splits["test"]) == 24  # the 3-star rows are dropped
@@ -35,9 +35,9 @@ def test_collapse_yelp_and_bad_datasets(toy_data):
 
 
 def test_domain_generalisation_decontaminates_and_tabulates(tiny, toy_data):
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     from workbench.config import PromptConfig, TuneConfig
-    from workbench.data import load_dataset
+    from workbench.engine.data import load_dataset
     _stars(toy_data)
     src = load_dataset("toy")
     shared = [json.loads(l) for l in (toy_data / "toy" / "train.jsonl").read_text().splitlines()][:1]
@@ -63,7 +63,7 @@ def test_domain_generalisation_decontaminates_and_tabulates(tiny, toy_data):
 
 
 def test_supmer_dg_command_writes_a_run_and_refuses_bad_input(tiny, toy_data, tmp_path, capsys):
-    from workbench.cli import main
+    from workbench.cli.main import main
     _stars(toy_data)
     base = ["supmer-dg", "--backbone", tiny["bert-mlm"], "--source", "toy", "--k", "2", "--seeds", "13",
             "--steps", "2", "--prompt-length", "3", "--max-length", "32", "--quiet"]
@@ -81,9 +81,9 @@ def test_supmer_dg_command_writes_a_run_and_refuses_bad_input(tiny, toy_data, tm
 
 
 def test_supmer_psi_init_refuses_a_caller_without_the_hook(tiny, tmp_path, monkeypatch):
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     from workbench.config import ConfigError, PromptConfig
-    from workbench.inits import InitContext, make_prompt
+    from workbench.learn.inits import InitContext, make_prompt
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     ctx = InitContext(load_backbone(tiny["bert"]), PromptConfig(length=3), 13)
     with pytest.raises(ConfigError, match="applies ψ"):  # e.g. the fewshot harness, which passes no grad_hook
@@ -93,11 +93,11 @@ def test_supmer_psi_init_refuses_a_caller_without_the_hook(tiny, tmp_path, monke
 
 def test_supmer_inits_train_once_then_load_from_the_cache(tiny, toy_data, tmp_path, monkeypatch):
     from test_supmer_corpus import write_corpus
-    from workbench import supmer
-    from workbench.backbones import load_backbone
+    from workbench.methods import supmer
+    from workbench.engine.backbones import load_backbone
     from workbench.config import BackboneConfig, FewShotConfig, MetaConfig, PromptConfig
-    from workbench.data import load_dataset
-    from workbench.inits import InitContext, make_prompt
+    from workbench.engine.data import load_dataset
+    from workbench.learn.inits import InitContext, make_prompt
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     bb = load_backbone(tiny["bert"])
     fs = FewShotConfig(backbone=BackboneConfig(name=tiny["bert"]), meta=MetaConfig(steps=2, meta_batch=2, support=2,
@@ -121,7 +121,7 @@ def test_supmer_inits_train_once_then_load_from_the_cache(tiny, toy_data, tmp_pa
 
 def _head(bb):
     from workbench.config import PromptConfig, TaskConfig
-    from workbench.heads import make_head
-    from workbench.templates import resolve_format
+    from workbench.engine.heads import make_head
+    from workbench.engine.templates import resolve_format
     fmt = resolve_format("toy", "single", ["negative", "positive"], bb.family, TaskConfig())
     return make_head(bb, fmt, TaskConfig(), PromptConfig(length=3), 32)

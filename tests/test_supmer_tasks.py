@@ -10,7 +10,7 @@ import torch
 
 from test_supmer_corpus import write_corpus
 from workbench.config import PromptConfig
-from workbench.sstasks import TASK_TYPES, MCExample, SelfSupConfig, SelfSupError, SelfSupSource
+from workbench.tasks.selfsup import TASK_TYPES, MCExample, SelfSupConfig, SelfSupError, SelfSupSource
 
 FAMILIES = ["bert", "bert-mlm", "roberta-mlm", "t5", "gpt2", "llama"]
 
@@ -27,9 +27,9 @@ def corpus(tmp_path_factory):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_task_type_builds_valid_episodes(family, tiny, corpus):
-    from workbench.backbones import load_backbone
-    from workbench.joint import joint_forward
-    from workbench.data import read_corpus
+    from workbench.engine.backbones import load_backbone
+    from workbench.engine.joint import joint_forward
+    from workbench.engine.data import read_corpus
     bb = load_backbone(tiny[family])
     src = SelfSupSource(bb, _cfg(corpus), PromptConfig(length=3), progress=False)
     rows = read_corpus(str(corpus))
@@ -75,7 +75,7 @@ def test_every_task_type_builds_valid_episodes(family, tiny, corpus):
 
 
 def test_similarity_head_uses_options_and_centroids_as_anchors(tiny, corpus):
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     bb = load_backbone(tiny["bert"])
     src = SelfSupSource(bb, _cfg(corpus), PromptConfig(length=3), progress=False)
     ep = src.episode("scc", np.random.default_rng(0))
@@ -90,9 +90,9 @@ def test_similarity_head_uses_options_and_centroids_as_anchors(tiny, corpus):
 
 def test_validation_split_uses_held_out_documents_and_the_registry(tiny, corpus):
     from types import SimpleNamespace
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     from workbench.config import TaskConfig
-    from workbench.tasks import make_source
+    from workbench.tasks.episodes import make_source
     bb = load_backbone(tiny["bert-mlm"])
     cfg = SimpleNamespace(source_options={"corpus": str(corpus), "n_clusters": "6", "n_options": "3",
                                           "limit": "None", "val_fraction": "0.3", "types": "scsp,scc",
@@ -114,7 +114,7 @@ def test_validation_split_uses_held_out_documents_and_the_registry(tiny, corpus)
 
 
 def test_adjacency_needs_document_ids(tiny, tmp_path):
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     bb = load_backbone(tiny["bert"])
     flat = write_corpus(tmp_path / "flat.jsonl", docs=False)
     with pytest.raises(SelfSupError, match=r"document id.*\['nsp', 'nss'\].*skip_missing_docs"):
@@ -128,7 +128,7 @@ def test_adjacency_needs_document_ids(tiny, tmp_path):
 
 
 def test_too_few_clusters_and_bad_options(tiny, corpus):
-    from workbench.backbones import load_backbone
+    from workbench.engine.backbones import load_backbone
     bb = load_backbone(tiny["bert"])
     with pytest.raises(SelfSupError, match=r"'scc' needs at least 8 clusters.*n_options=4.*has 4"):
         SelfSupSource(bb, _cfg(corpus, n_clusters=4, n_options=4), progress=False)

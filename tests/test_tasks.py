@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.backbones import load_backbone
+from workbench.engine.backbones import load_backbone
 from workbench.config import ConfigError, TaskConfig
-from workbench.corpus import ClusterError, cluster
-from workbench.metatrain import MetaTrainConfig
-from workbench.tasks import PseudoConfig, PseudoSource, SubsetHead, make_source, resolve_sources
+from workbench.tasks.corpus import ClusterError, cluster
+from workbench.learn.metatrain import MetaTrainConfig
+from workbench.tasks.pseudo import PseudoConfig, PseudoSource
+from workbench.tasks.episodes import SubsetHead, make_source
+from workbench.tasks.labelled import resolve_sources
 
 NEG, POS = ["terrible", "awful", "bad", "boring"], ["great", "wonderful", "good", "fun"]
 COMMON = "time year day way thing people man woman child life work part place case point".split()
@@ -192,7 +194,7 @@ def test_pseudo_bad_inputs(tmp_path, bert):
 def test_pseudo_source_from_saved_clustering(tmp_path, bert, labelled_data):
     """A clustering written like `python -m workbench cluster` (clusters.* + assignments.jsonl) is used as is, minus
     the texts that occur in the target's data (decontamination count recorded)."""
-    from workbench.corpus import save_clustering
+    from workbench.tasks.corpus import save_clustering
     texts = [l for l in write_corpus(tmp_path / "c.txt").read_text().splitlines()]
     tgt = [json.loads(l)["text"] for l in (labelled_data / "tgt" / "test.jsonl").read_text().splitlines()][:2]
     texts = tgt + texts

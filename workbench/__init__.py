@@ -1,14 +1,19 @@
 """workbench: which soft-prompt initialisation makes few-shot prompt tuning of a frozen language model work.
 
-The package is the engine; the notebooks and the ``python -m workbench`` command line are its clients.
-Initialisations register themselves in :data:`workbench.inits.INITS` when their modules are imported below
-(the one place where registration happens).
+The package is the engine; the notebooks and the ``workbench`` command line are its clients. Layers, bottom to top
+(each imports only those below it): :mod:`workbench.config` · ``engine`` · ``tasks`` · ``learn`` · ``methods`` ·
+``experiments`` · ``viz`` · ``ui`` · ``cli``. Every shipped init, meta-learner and task source is registered in one
+place, :func:`workbench.methods.catalog.register_all`, called here.
 """
-__version__ = "0.1.0"
+from workbench._version import __version__  # noqa: F401
+from workbench.config import (  # noqa: F401
+    BackboneConfig,
+    FewShotConfig,
+    PromptConfig,
+    TaskConfig,
+    TuneConfig,
+)
+from workbench.learn.inits import list_inits, register_init  # noqa: F401
+from workbench.methods.catalog import register_all
 
-from . import inits  # noqa: E402,F401  registers random, vocab, text, labels, file
-from .config import BackboneConfig, FewShotConfig, PromptConfig, TaskConfig, TuneConfig  # noqa: E402,F401
-from .inits import list_inits, register_init  # noqa: E402,F401
-from . import metatrain  # noqa: E402,F401  registers metapt, mpt-maml, mpt-fomaml, mpt-reptile, multitask
-from . import supmer  # noqa: E402,F401  registers the selfsup source, the supmer learner, inits supmer, supmer+psi
-from . import bayes  # noqa: E402,F401  registers the bayes init (BayesPrompt: GMM + SVGD particles)
+register_all()
