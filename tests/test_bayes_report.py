@@ -68,7 +68,7 @@ def test_load_runs_combines_and_refuses_duplicates_mixed_protocols_and_non_runs(
     rows, proto = load_runs([a, b])
     assert len(rows) == 32 and len(proto) == 2 and "sst2 at k=4" in proto[0]
     out = tmp_path / "rep" / "report.md"
-    assert main(["bayes-report", str(a), str(b), "--out", str(out), "--rows", str(tmp_path / "rows.jsonl")]) == 0
+    assert main(["bayes-report", "--runs", f"{a},{b}", "--out", str(out), "--rows", str(tmp_path / "rows.jsonl")]) == 0
     assert "| mr | 4 | bayes-ensemble | random |" in out.read_text()
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 32
 
@@ -80,7 +80,7 @@ def test_load_runs_combines_and_refuses_duplicates_mixed_protocols_and_non_runs(
     (tmp_path / "d").mkdir()
     capsys.readouterr()
     bad_out = tmp_path / "bad.md"
-    assert main(["bayes-report", str(a), str(tmp_path / "d"), "--out", str(bad_out)]) == 2
+    assert main(["bayes-report", "--runs", f"{a},{tmp_path / 'd'}", "--out", str(bad_out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "d/results.json: no results.json" in err and not bad_out.exists()
     (tmp_path / "e").mkdir()

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from workbench.cli.main import main
+
 from workbench.tasks import corpus as C
 from workbench.engine.backbones import load_backbone
 from workbench.tasks.corpus import ClusterError, cluster
@@ -194,24 +196,22 @@ def test_run_cli_end_to_end(tiny, tmp_path, monkeypatch, capsys):
     rows += [{"text": "too short"}, {"text": "bad"}]
     src = tmp_path / "tinycorpus.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    parser = argparse.ArgumentParser()
-    C.add_cli(parser.add_subparsers(dest="command"))
     out = tmp_path / "run"
-    argv = ["cluster", "--corpus", str(src), "--k", "3", "--backbone", tiny["bert"], "--out", str(out), "--quiet"]
-    assert C.run_cli(parser.parse_args(argv)) == 0
+    argv = ["cluster", "--corpus", str(src), "--n-clusters", "3", "--backbone", tiny["bert"], "--out", str(out), "--quiet"]
+    assert main(argv) == 0
     assert {p.name for p in out.iterdir()} >= {"config.json", "clusters.json", "clusters.safetensors",
                                                "assignments.jsonl"}
     lines = [json.loads(x) for x in (out / "assignments.jsonl").read_text().splitlines()]
     assert len(lines) == 15 and set(lines[0]) == {"index", "doc", "cluster", "text"}
-    assert json.loads((out / "config.json").read_text())["k"] == 3
+    assert json.loads((out / "config.json").read_text())["n_clusters"] == 3
     res = C.load_clustering(out)
     assert res.k == 3 and res.corpus["n"] == 15 and res.backbone["path"] == tiny["bert"]
     assert [x["cluster"] for x in lines] == res.assignments.tolist()
     assert "keywords" in capsys.readouterr().out
-    assert C.run_cli(parser.parse_args(argv)) == 2  # exists, no --overwrite
+    assert main(argv) == 2  # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
-    assert C.run_cli(parser.parse_args(argv + ["--overwrite", "--method", "kmeans", "--seed", "1"])) == 0
-    assert C.run_cli(parser.parse_args(argv[:-3] + ["--k", "99", "--out", str(tmp_path / "r2")])) == 2
+    assert main(argv + ["--overwrite", "--method", "kmeans", "--seed", "1"]) == 0
+    assert main(argv[:-3] + ["--n-clusters", "99", "--out", str(tmp_path / "r2")]) == 2
     assert "fewer than k=99" in capsys.readouterr().err and not (tmp_path / "r2").exists()
 
 

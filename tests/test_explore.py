@@ -219,7 +219,7 @@ def test_corpus_space_draws_clusters_with_the_target_data(env, tiny):
     src.write_text("\n".join(f"the {w} movie was {v} and good" for w in ("film", "plot", "cast", "story", "book")
                              for v in ("great", "bad", "boring")) + "\n")
     out = env["tmp"] / "runs" / "clusters"
-    assert main(["cluster", "--corpus", str(src), "--k", "3", "--backbone", tiny["bert"], "--out", str(out),
+    assert main(["cluster", "--corpus", str(src), "--n-clusters", "3", "--backbone", tiny["bert"], "--out", str(out),
                  "--quiet", "--cache-dir", str(env["tmp"] / "cache")]) == 0
     fig = explore.corpus_space(out, "toy", n_target=10)
     centroids = next(t for t in fig.data if t.name.startswith("cluster centroids"))
@@ -283,12 +283,8 @@ def _without_snapshots(run, tmp_path):
 
 
 def _explore_cli(argv):
-    import argparse
-
-    from workbench.cli import explore as explore_cli
-    parser = argparse.ArgumentParser()
-    explore_cli.add_cli(parser.add_subparsers(dest="command"))
-    return explore_cli.run_cli(parser.parse_args(argv))
+    from workbench.cli.main import main
+    return main(argv)
 
 
 def test_explore_command_writes_html_and_fails_cleanly(env, tmp_path, capsys):

@@ -52,7 +52,7 @@ def test_batched_meta_gradient_equals_per_task_loop(backbones, family, method):
     bb = backbones[family]
     eps = episodes(bb, family)
     P = torch.randn(4, bb.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.5
-    cfg = SimpleNamespace(inner_lr=0.5, inner_steps=2)
+    cfg = SimpleNamespace(meta=SimpleNamespace(inner_lr=0.5, inner_steps=2))
     lb, gb, logb = meta_step(method, P, eps, cfg, batched=True)
     ll, gl, logl = meta_step(method, P, eps, cfg, batched=False)
     assert gb.shape == P.shape and gb.abs().sum() > 0
@@ -65,11 +65,11 @@ def test_maml_is_second_order(backbones):
     bb = backbones["bert"]
     eps = episodes(bb, "bert")
     P = torch.randn(4, bb.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.5
-    _, g2, _ = meta_step("maml", P, eps, SimpleNamespace(inner_lr=1.0, inner_steps=1))
-    _, g1, _ = meta_step("fomaml", P, eps, SimpleNamespace(inner_lr=1.0, inner_steps=1))
+    _, g2, _ = meta_step("maml", P, eps, SimpleNamespace(meta=SimpleNamespace(inner_lr=1.0, inner_steps=1)))
+    _, g1, _ = meta_step("fomaml", P, eps, SimpleNamespace(meta=SimpleNamespace(inner_lr=1.0, inner_steps=1)))
     assert not torch.allclose(g1, g2, atol=1e-4)
-    _, h2, _ = meta_step("maml", P, eps, SimpleNamespace(inner_lr=1.0, inner_steps=0))
-    _, h1, _ = meta_step("fomaml", P, eps, SimpleNamespace(inner_lr=1.0, inner_steps=0))
+    _, h2, _ = meta_step("maml", P, eps, SimpleNamespace(meta=SimpleNamespace(inner_lr=1.0, inner_steps=0)))
+    _, h1, _ = meta_step("fomaml", P, eps, SimpleNamespace(meta=SimpleNamespace(inner_lr=1.0, inner_steps=0)))
     assert torch.allclose(h1, h2, atol=1e-6)
 
 

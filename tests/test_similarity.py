@@ -203,7 +203,7 @@ def test_cli_writes_table_and_scatter(tiny, tmp_path, monkeypatch, capsys):
     (tmp_path / "fs").mkdir()
     (tmp_path / "fs" / "results.json").write_text(json.dumps({"rows": rows}))
     args = ["similarity", "--targets", "tgt", "--sources", "near,far", "--backbone", tiny["bert"], "--k", "2",
-            "--n-texts", "8", "--no-prompts", "--results", str(tmp_path / "fs"), "--method", "mpt-fomaml",
+            "--n-texts", "8", "--no-prompts", "--runs", str(tmp_path / "fs"), "--method", "mpt-fomaml",
             "--out", str(tmp_path / "sim"), "--quiet"]
     assert main(args) == 0
     out = tmp_path / "sim"

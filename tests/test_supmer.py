@@ -16,7 +16,8 @@ from workbench.methods.supmer import sample_lambda
 
 
 def _cfg(**opts):
-    return SimpleNamespace(inner_lr=1.0, source_options={f"supmer.{k}": v for k, v in opts.items()})
+    from workbench.config import SupmerConfig
+    return SimpleNamespace(meta=SimpleNamespace(inner_lr=1.0), supmer=SupmerConfig(**opts))
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +29,11 @@ def bert(tiny):
 @pytest.fixture(scope="module")
 def source(bert, tmp_path_factory):
     from workbench.config import PromptConfig
-    from workbench.tasks.selfsup import SelfSupConfig, SelfSupSource
+    from workbench.config import SelfSupConfig
+    from workbench.tasks.selfsup import SelfSupSource
     path = write_corpus(tmp_path_factory.mktemp("corpus") / "c.jsonl")
-    cfg = SelfSupConfig(corpus=str(path), n_clusters=6, n_options=3, limit=None, k_support=4, k_query=4,
-                        max_length=40)
-    return SelfSupSource(bert, cfg, PromptConfig(length=4), progress=False)
+    cfg = SelfSupConfig(corpus=str(path), n_clusters=6, n_options=3, limit=None, per_task_support=4, per_task_query=4)
+    return SelfSupSource(bert, cfg, PromptConfig(length=4), progress=False, max_length=40)
 
 
 # ----------------------------------------------------------------------------------------------- ψ
@@ -177,13 +178,15 @@ def test_curriculum_ema_and_logs(source):
 
 # ----------------------------------------------------------------------------------------------- loop
 def _meta_cfg(tmp_path, corpus, tiny_path, out="run", steps=8, **opts):
-    from workbench.config import BackboneConfig, PromptConfig
-    from workbench.learn.metatrain import MetaTrainConfig
-    return MetaTrainConfig(method="supmer", source="selfsup", backbone=BackboneConfig(name=tiny_path),
-                           prompt=PromptConfig(length=4), support=4, query=4, max_length=40, meta_batch=2,
-                           meta_steps=steps, eval_every=steps, checkpoint_every=2, val_tasks=4, lr=0.1,
-                           source_options={"corpus": str(corpus), "n_clusters": 6, "n_options": 3, "limit": None,
-                                           "supmer.rank": 4, "val_fraction": 0.3, **opts}, out=str(tmp_path / out))
+    from workbench.config import BackboneConfig, MetaConfig, MetaTrainConfig, PromptConfig, apply_overrides
+    cfg = MetaTrainConfig(method="supmer", source="selfsup", backbone=BackboneConfig(name=tiny_path),
+                          prompt=PromptConfig(length=4), out=str(tmp_path / out),
+                          meta=MetaConfig(max_length=40, meta_batch=2, steps=steps, eval_every=steps,
+                                          checkpoint_every=2, val_tasks=4, lr=0.1))
+    sets = {"selfsup.corpus": str(corpus), "selfsup.n_clusters": 6, "selfsup.n_options": 3, "selfsup.limit": None,
+            "selfsup.per_task_support": 4, "selfsup.per_task_query": 4, "selfsup.val_fraction": 0.3,
+            "supmer.rank": 4, **{k if "." in k else f"selfsup.{k}": v for k, v in opts.items()}}
+    return apply_overrides(cfg, [f"{k}={v}" for k, v in sets.items()])
 
 
 def test_learner_lowers_the_meta_loss_on_fixed_tasks(source):

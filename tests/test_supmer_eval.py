@@ -93,29 +93,30 @@ def test_supmer_psi_init_refuses_a_caller_without_the_hook(tiny, tmp_path, monke
 
 def test_supmer_inits_train_once_then_load_from_the_cache(tiny, toy_data, tmp_path, monkeypatch):
     from test_supmer_corpus import write_corpus
+    from workbench.learn import meta_inits
     from workbench.methods import supmer
     from workbench.engine.backbones import load_backbone
-    from workbench.config import BackboneConfig, FewShotConfig, MetaConfig, PromptConfig
+    from workbench.config import BackboneConfig, FewShotConfig, MetaConfig, PromptConfig, SelfSupConfig, apply_overrides
     from workbench.engine.data import load_dataset
     from workbench.learn.inits import InitContext, make_prompt
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     bb = load_backbone(tiny["bert"])
     fs = FewShotConfig(backbone=BackboneConfig(name=tiny["bert"]), meta=MetaConfig(steps=2, meta_batch=2, support=2,
-                                                                                  query=2, max_length=32))
-    opts = {"corpus": str(write_corpus(tmp_path / "c.jsonl")), "n_clusters": 6, "n_options": 3, "limit": None,
-            "val_fraction": 0.3}
-    ctx = lambda **extra: InitContext(bb, PromptConfig(length=3), 13, dataset=load_dataset("toy"),  # noqa: E731
-                                      extras={"config": fs, "supmer": opts, **extra})
+                                                                                  query=2, max_length=32),
+                       selfsup=SelfSupConfig(corpus=str(write_corpus(tmp_path / "c.jsonl")), n_clusters=6, n_options=3,
+                                             limit=None, val_fraction=0.3))
+    ctx = lambda cfg=fs, **extra: InitContext(bb, PromptConfig(length=3), 13, dataset=load_dataset("toy"),  # noqa: E731
+                                              extras={"config": cfg, **extra})
     p1, prov = make_prompt("supmer", ctx())
     run = tmp_path / "cache" / "meta" / f"supmer-{prov['cache_key']}"
     assert prov["meta_run"] == str(run) and (run / "results.json").is_file() and "psi" not in prov
     stamp = (run / "results.json").stat().st_mtime_ns
-    supmer._TRAINED.clear()  # a new process: loads from disk, trains nothing
+    meta_inits._TRAINED.clear()  # a new process: loads from disk, trains nothing
     p2, prov2 = make_prompt("supmer+psi", ctx(applies_grad_hook=True))
     assert torch.equal(p1, p2) and (run / "results.json").stat().st_mtime_ns == stamp
     assert prov2["psi"] == str(run / "psi") and supmer.grad_hook_for(prov2, _head(bb)) is not None
     assert supmer.grad_hook_for(prov, _head(bb)) is None
-    _, prov3 = make_prompt("supmer", ctx(supmer={**opts, "supmer.mixup": False}))  # an ablation: its own entry
+    _, prov3 = make_prompt("supmer", ctx(apply_overrides(fs, ["supmer.mixup=false"])))  # an ablation: its own entry
     assert prov3["cache_key"] != prov["cache_key"]
 
 

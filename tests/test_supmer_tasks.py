@@ -10,14 +10,19 @@ import torch
 
 from test_supmer_corpus import write_corpus
 from workbench.config import PromptConfig
-from workbench.tasks.selfsup import TASK_TYPES, MCExample, SelfSupConfig, SelfSupError, SelfSupSource
+from workbench.config import TASK_TYPES, ConfigError, MetaConfig, MetaTrainConfig, SelfSupConfig, apply_overrides
+from workbench.tasks.selfsup import MCExample, SelfSupError, SelfSupSource
 
 FAMILIES = ["bert", "bert-mlm", "roberta-mlm", "t5", "gpt2", "llama"]
 
 
 def _cfg(corpus, **kw):
-    return SelfSupConfig(**{"corpus": str(corpus), "n_clusters": 6, "n_options": 3, "limit": None, "k_support": 6,
-                            "k_query": 3, "max_length": 48, "val_fraction": 0.3, **kw})
+    return SelfSupConfig(**{"corpus": str(corpus), "n_clusters": 6, "n_options": 3, "limit": None,
+                            "per_task_support": 6, "per_task_query": 3, "val_fraction": 0.3, **kw})
+
+
+def _source(bb, cfg, *args, **kw):
+    return SelfSupSource(bb, cfg, *args, max_length=48, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +36,7 @@ def test_every_task_type_builds_valid_episodes(family, tiny, corpus):
     from workbench.engine.joint import joint_forward
     from workbench.engine.data import read_corpus
     bb = load_backbone(tiny[family])
-    src = SelfSupSource(bb, _cfg(corpus), PromptConfig(length=3), progress=False)
+    src = _source(bb, _cfg(corpus), PromptConfig(length=3), progress=False)
     rows = read_corpus(str(corpus))
     next_of = {rows[i]["text"]: rows[i + 1]["text"] for i in range(len(rows) - 1)
                if rows[i]["doc"] == rows[i + 1]["doc"]}
@@ -77,7 +82,7 @@ def test_every_task_type_builds_valid_episodes(family, tiny, corpus):
 def test_similarity_head_uses_options_and_centroids_as_anchors(tiny, corpus):
     from workbench.engine.backbones import load_backbone
     bb = load_backbone(tiny["bert"])
-    src = SelfSupSource(bb, _cfg(corpus), PromptConfig(length=3), progress=False)
+    src = _source(bb, _cfg(corpus), PromptConfig(length=3), progress=False)
     ep = src.episode("scc", np.random.default_rng(0))
     b = ep.head.batch(ep.query)
     cents = torch.nn.functional.normalize(torch.as_tensor(src.centroids[ep.info["clusters"]]), dim=-1)
@@ -94,12 +99,12 @@ def test_validation_split_uses_held_out_documents_and_the_registry(tiny, corpus)
     from workbench.config import TaskConfig
     from workbench.tasks.episodes import make_source
     bb = load_backbone(tiny["bert-mlm"])
-    cfg = SimpleNamespace(source_options={"corpus": str(corpus), "n_clusters": "6", "n_options": "3",
-                                          "limit": "None", "val_fraction": "0.3", "types": "scsp,scc",
-                                          "supmer.psi": "false"},
-                          support=4, query=2, max_length=48, seed=0, prompt=PromptConfig(length=3), task=TaskConfig())
+    cfg = apply_overrides(MetaTrainConfig(prompt=PromptConfig(length=3), meta=MetaConfig(max_length=48)),
+                          [f"selfsup.corpus={corpus}", "selfsup.n_clusters=6", "selfsup.n_options=3",
+                           "selfsup.limit=None", "selfsup.val_fraction=0.3", "selfsup.types=scsp,scc",
+                           "selfsup.per_task_support=4", "selfsup.per_task_query=2", "supmer.psi=false"])
     src = make_source("selfsup", cfg, bb)
-    assert src.types == ["scsp", "scc"] and src.cfg.k_support == 4 and src.describe()["clusters"] == 6
+    assert src.types == ["scsp", "scc"] and src.cfg.per_task_support == 4 and src.describe()["clusters"] == 6
     val_units = {src._text(u) for p in src.pools["val"] for u in p}
     train_units = {src._text(u) for p in src.pools["train"] for u in p}
     assert val_units and not val_units & train_units
@@ -118,23 +123,23 @@ def test_adjacency_needs_document_ids(tiny, tmp_path):
     bb = load_backbone(tiny["bert"])
     flat = write_corpus(tmp_path / "flat.jsonl", docs=False)
     with pytest.raises(SelfSupError, match=r"document id.*\['nsp', 'nss'\].*skip_missing_docs"):
-        SelfSupSource(bb, _cfg(flat), progress=False)
+        _source(bb, _cfg(flat), progress=False)
     with pytest.warns(UserWarning, match="skipping task types"):
-        src = SelfSupSource(bb, _cfg(flat, skip_missing_docs=True), progress=False)
+        src = _source(bb, _cfg(flat, skip_missing_docs=True), progress=False)
     assert src.types == ["scsp", "scss", "scc"]
     with pytest.raises(SelfSupError, match="no task types left"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        SelfSupSource(bb, _cfg(flat, types=["nsp"], skip_missing_docs=True), progress=False)
+        _source(bb, _cfg(flat, types=["nsp"], skip_missing_docs=True), progress=False)
 
 
 def test_too_few_clusters_and_bad_options(tiny, corpus):
     from workbench.engine.backbones import load_backbone
     bb = load_backbone(tiny["bert"])
     with pytest.raises(SelfSupError, match=r"'scc' needs at least 8 clusters.*n_options=4.*has 4"):
-        SelfSupSource(bb, _cfg(corpus, n_clusters=4, n_options=4), progress=False)
-    src = SelfSupSource(bb, _cfg(corpus, n_clusters=4, n_options=4, types=["nsp", "scsp"]), progress=False)
+        _source(bb, _cfg(corpus, n_clusters=4, n_options=4), progress=False)
+    src = _source(bb, _cfg(corpus, n_clusters=4, n_options=4, types=["nsp", "scsp"]), progress=False)
     assert src.k == 4  # pair types need only a second cluster for the augmentation set
-    with pytest.raises(SelfSupError, match="selfsup.types"):
+    with pytest.raises(ConfigError, match="selfsup.types"):
         SelfSupConfig(types=["nsp", "jigsaw"])
     with pytest.raises(SelfSupError, match="n_clusters"):
-        SelfSupSource(bb, _cfg(corpus, n_clusters=500), progress=False)
+        _source(bb, _cfg(corpus, n_clusters=500), progress=False)

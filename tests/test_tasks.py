@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from workbench.engine.backbones import load_backbone
-from workbench.config import ConfigError, TaskConfig
+from workbench.config import ConfigError, MetaConfig, MetaTrainConfig, TaskConfig
 from workbench.tasks.corpus import ClusterError, cluster
-from workbench.learn.metatrain import MetaTrainConfig
 from workbench.tasks.pseudo import PseudoConfig, PseudoSource
 from workbench.tasks.episodes import SubsetHead, make_source
 from workbench.tasks.labelled import resolve_sources
@@ -90,7 +89,7 @@ def test_configurations_and_leakage():
 
 
 def test_labelled_source_decontaminates_and_samples(labelled_data, bert):
-    cfg = MetaTrainConfig(source="labelled", target="tgt", support=2, query=3)
+    cfg = MetaTrainConfig(source="labelled", target="tgt", meta=MetaConfig(support=2, query=3))
     cfg.labelled.k, cfg.labelled.seeds, cfg.labelled.datasets = 4, [1, 2], ["srca", "srcb"]
     src = make_source("labelled", cfg, bert, target="tgt")
     d = json.loads(json.dumps(src.describe()))
@@ -119,7 +118,7 @@ def test_labelled_refuses_target_in_sources(labelled_data, bert):
 
 
 def _pseudo_cfg(corpus, **kw):
-    cfg = MetaTrainConfig(support=2, query=2, max_length=24)
+    cfg = MetaTrainConfig(meta=MetaConfig(support=2, query=2, max_length=24))
     cfg.pseudo = PseudoConfig(**{"corpus": str(corpus), "n_clusters": 3, "n_way": 2, "min_words": 2, "limit": 0, **kw})
     return cfg
 
@@ -181,7 +180,7 @@ def test_pseudo_bad_inputs(tmp_path, bert):
     with pytest.raises(ConfigError, match=r"n_way=3"):
         make_source("pseudo", _pseudo_cfg(corpus, n_way=3, val_fraction=0.5), bert)
     cfg = _pseudo_cfg(corpus)
-    cfg.support = 20
+    cfg.meta.support = 20
     with pytest.raises(ConfigError, match=r"2-way x \(20\+2\) = 44"):
         make_source("pseudo", cfg, bert)
     texts = [f"text {i}" for i in range(12)]

@@ -1,69 +1,41 @@
-"""cli.bayes."""
+"""``workbench bayes`` (BayesPrompt modes against baselines, accuracy and ECE) and ``workbench bayes-report`` (one
+markdown report over several bayes runs)."""
 from __future__ import annotations
 
 import json
-import sys
 
-from workbench.cli.common import _csv, _ints
-from workbench.config import ConfigError, from_args
-from workbench.engine.backbones import BackboneError
-from workbench.engine.data import DataError
-from workbench.engine.runs import RunError, atomic_write
+from workbench.cli.common import add_config_options, add_run_options, config_from_args
+from workbench.config import BayesReportConfig
+from workbench.engine.runs import atomic_write
 from workbench.experiments.bayes_modes import BayesRunConfig, format_summary, run_bayes
 from workbench.experiments.bayes_report import format_comparisons, load_runs, report
-from workbench.learn.tuner import TuningError
-from workbench.methods.bayes import BayesError
-from workbench.methods.svgd import SVGDError
 
-# ----------------------------------------------------------------------------------------------------------- CLI
-_FLAT = {"datasets": "datasets", "k": "k", "seeds": "seeds", "modes": "modes", "baselines": "baselines",
-         "ensemble_size": "ensemble_size", "test_limit": "test_limit", "out": "out", "overwrite": "overwrite",
-         "steps": "tune.steps", "lr": "tune.lr", "batch_size": "tune.batch_size", "eval_every": "tune.eval_every",
-         "patience": "tune.patience", "max_length": "tune.max_length", "backbone": "backbone.name",
-         "device": "backbone.device", "prompt_length": "prompt.length", "features": "bayes.features",
-         "components": "bayes.components", "covariance": "bayes.covariance", "reg_covar": "bayes.reg_covar",
-         "pca_dim": "bayes.pca_dim", "density_data": "bayes.density_data", "n_particles": "bayes.n_particles",
-         "iterations": "bayes.iterations", "step_size": "bayes.step_size", "subset": "bayes.subset"}
+FLAGS = {("--dataset", "--datasets"): "datasets", "--k": "k", "--seeds": "seeds", "--modes": "modes",
+         "--baselines": "baselines", "--ensemble-size": "ensemble_size", "--test-limit": "test_limit",
+         "--steps": "tune.steps", "--lr": "tune.lr", "--batch-size": "tune.batch_size",
+         "--eval-every": "tune.eval_every", "--patience": "tune.patience", "--max-length": "tune.max_length",
+         "--backbone": "backbone.name", "--device": "backbone.device", "--prompt-length": "prompt.length",
+         "--features": "bayes.features", "--components": "bayes.components", "--covariance": "bayes.covariance",
+         "--reg-covar": "bayes.reg_covar", "--pca-dim": "bayes.pca_dim", "--density-data": "bayes.density_data",
+         "--n-particles": "bayes.n_particles", "--iterations": "bayes.iterations", "--step-size": "bayes.step_size",
+         "--subset": "bayes.subset", "--out": "out"}
+REPORT_FLAGS = {"--runs": "runs", "--out": "out", "--rows": "rows", "--title": "title"}
 
 
 def add_cli(sub):
     p = sub.add_parser("bayes", help="BayesPrompt (GMM + SVGD prompt distributions): modes vs baselines, acc + ECE",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", "--datasets", dest="datasets", type=_csv)
-    p.add_argument("--k", type=int)
-    p.add_argument("--seeds", type=_ints)
-    p.add_argument("--modes", type=_csv, help="init,resample,ensemble")
-    p.add_argument("--baselines", type=_csv, help="zero-shot and/or registered inits (default zero-shot,random,vocab)")
-    p.add_argument("--ensemble-size", type=int, help="R prompts at test (ensemble) and for dev selection")
-    p.add_argument("--test-limit", type=int, help="evaluate on a seeded subset of this many test examples (smoke)")
-    for flag, typ in (("--steps", int), ("--lr", float), ("--batch-size", int), ("--eval-every", int),
-                      ("--patience", int), ("--max-length", int), ("--prompt-length", int), ("--components", int),
-                      ("--reg-covar", float), ("--pca-dim", int), ("--n-particles", int), ("--iterations", int),
-                      ("--step-size", float), ("--subset", int)):
-        p.add_argument(flag, type=typ)
-    p.add_argument("--features", choices=["embed", "encoder"])
-    p.add_argument("--covariance", choices=["full", "diag"])
-    p.add_argument("--density-data", choices=["kshot", "kshot+unlabeled"])
-    p.add_argument("--backbone")
-    p.add_argument("--device")
-    p.add_argument("--config", help="a config.json of an earlier bayes run to start from")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    add_config_options(p, BayesRunConfig, FLAGS)
+    add_run_options(p)
     return p
 
 
 def bayes_config(args) -> BayesRunConfig:
-    return from_args(BayesRunConfig, args, _FLAT)
+    return config_from_args(BayesRunConfig, args)
 
 
 def run_cli(args) -> int:
-    try:
-        res = run_bayes(bayes_config(args), progress=not args.quiet)
-    except (ConfigError, DataError, BackboneError, RunError, TuningError, BayesError, SVGDError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    res = run_bayes(bayes_config(args), progress=not args.quiet)
     print(format_summary(res["summary"]))
     if res["comparisons"]:
         print("\nBayesPrompt modes minus each baseline, paired over seeds (points; p: paired t-test):")
@@ -72,29 +44,22 @@ def run_cli(args) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------------------------------------- CLI
 def add_report_cli(sub):
     p = sub.add_parser("bayes-report", help="paired comparisons of BayesPrompt modes vs baselines over bayes runs",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories written by `python -m workbench bayes`")
-    p.add_argument("--out", help="write the markdown report here (default: print it)")
-    p.add_argument("--rows", help="also write the combined rows here, one JSON object per line")
-    p.add_argument("--title", default="BayesPrompt modes against baselines")
+                       description="One markdown report over several `bayes` runs: each mode minus each baseline.")
+    add_config_options(p, BayesReportConfig, REPORT_FLAGS)
     return p
 
 
 def run_report_cli(args) -> int:
-    try:
-        rows, proto = load_runs(args.runs)
-    except BayesError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    text = report(rows, args.title, ["Runs:"] + proto)
-    if args.rows:
-        atomic_write(args.rows, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    if args.out:
-        atomic_write(args.out, text)
-        print(f"report: {args.out} ({len(rows)} rows)")
+    cfg = config_from_args(BayesReportConfig, args)
+    rows, proto = load_runs(cfg.runs)
+    text = report(rows, cfg.title, ["Runs:"] + proto)
+    if cfg.rows:
+        atomic_write(cfg.rows, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    if cfg.out:
+        atomic_write(cfg.out, text)
+        print(f"report: {cfg.out} ({len(rows)} rows)")
     else:
         print(text)
     return 0

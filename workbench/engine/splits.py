@@ -1,22 +1,12 @@
 """Few-shot splits and cross-dataset overlap: :func:`kshot_split` (k train + k dev examples per class by seed, the
-full test split) and :func:`decontaminate` (drop source examples whose normalised text occurs in a target's texts).
-
-No top-level import of ``data`` (which re-exports these names), so either module can be imported first.
-"""
+full test split) and :func:`decontaminate` (drop source examples whose normalised text occurs in a target's texts)."""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
-from workbench.engine.data import DataError
-
-if TYPE_CHECKING:
-    from .data import Dataset, Example
-
-
-def _data_error(message: str) -> Exception:
-    return DataError(message)
+from workbench.engine.data import DataError, Dataset, Example
 
 
 # ----------------------------------------------------------------------------------------------- few-shot
@@ -43,9 +33,9 @@ def kshot_split(ds: Dataset, k: int, seed: int) -> FewShotSplit:
     the first k go to train, the next k to dev. Train and dev are then each shuffled with a fresh
     ``random.Random(seed)``. Test is the full test split."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise _data_error(f"k must be an int >= 1, got {k!r}")
+        raise DataError(f"k must be an int >= 1, got {k!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise _data_error(f"seed must be an int, got {seed!r}")
+        raise DataError(f"seed must be an int, got {seed!r}")
     train_all = ds.splits["train"]
     by_class: dict[int, list[int]] = {c: [] for c in range(len(ds.labels))}
     for i, e in enumerate(train_all):
@@ -54,7 +44,7 @@ def kshot_split(ds: Dataset, k: int, seed: int) -> FewShotSplit:
     problems = [f"class {name(c)!r} has " + (f"{len(idx)} training examples" if idx else "no training examples")
                 for c, idx in by_class.items() if len(idx) < 2 * k]
     if problems:
-        raise _data_error(f"dataset {ds.name!r}: " + "; ".join(problems) +
+        raise DataError(f"dataset {ds.name!r}: " + "; ".join(problems) +
                         f"; {k}-shot needs 2k = {2 * k} per class (k for train + k for dev)")
     tr, dv = [], []
     for c, idx in by_class.items():
@@ -81,7 +71,7 @@ def decontaminate(source: list[Example], target_texts: Iterable[str]) -> tuple[l
     """Drop each source example whose normalised text_a, text_b or text_a+text_b occurs among the normalised
     target texts (texts that normalise to "" are ignored). Returns ``(kept, n_removed)``."""
     if isinstance(target_texts, str):
-        raise _data_error("target_texts must be an iterable of strings, not a single string")
+        raise DataError("target_texts must be an iterable of strings, not a single string")
     targets = {normalize_text(t) for t in target_texts} - {""}
 
     def keys(e: Example) -> set[str]:

@@ -35,6 +35,7 @@ from workbench.config import (
     FewShotConfig,
     apply_overrides,
     from_dict,
+    migrate,
     to_dict,
 )
 from workbench.engine.backbones import load_backbone, set_threads
@@ -94,6 +95,7 @@ def resolve_suite(data: dict) -> dict:
 
     if not isinstance(data, dict):
         raise ConfigError("a suite is a JSON object")
+    data = migrate(Suite, data)  # suite files written before a key was renamed (config.base.RENAMED)
     own = {f.name for f in dataclasses.fields(Suite)}
     sections = config_sections()
     unknown_keys = [k for k in data if k not in own and k not in sections]

@@ -25,17 +25,13 @@ import dataclasses
 import json
 import math
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from workbench.config import (
-    ConfigError,
-    PromptConfig,
-    TaskConfig,
-    TuneConfig,
+    SimilarityConfig,
     from_dict,
     to_dict,
 )
@@ -55,29 +51,6 @@ SIM_COLUMNS = ("embed_cos",) + PROMPT_COLUMNS
 
 class SimilarityError(ValueError):
     """Bad input for a similarity analysis (a target among its sources, no paired seeds, ...); names the culprit."""
-
-
-@dataclass
-class SimilarityConfig:
-    k: int = 16  # examples per class of each task's k-shot train split (and again for dev)
-    seeds: list[int] = field(default_factory=lambda: [13])  # one prompt per task per seed, cosines averaged
-    n_texts: int = 256  # train texts per dataset (seeded sample) for the mean embedding
-    embed_max_length: int = 128  # tokens per text for the embedding
-    prompts: bool = True  # also tune per-task prompts (False: embedding similarity only, much faster)
-    init: str = "random"  # the shared init every task's prompt starts from (a registered init)
-    decontaminate: str = "test+fewshot"  # drop source texts in the target's test + k-shot splits; "all": every
-    # target split (what workbench.tasks does for meta-training, so that one meta init serves every seed)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    tune: TuneConfig = field(default_factory=lambda: TuneConfig(steps=50, patience=0))
-
-    def __post_init__(self):
-        if self.k < 1 or self.n_texts < 1:
-            raise ConfigError(f"k and n_texts must be >= 1, got k={self.k}, n_texts={self.n_texts}")
-        if not self.seeds:
-            raise ConfigError("seeds must name at least one seed")
-        if self.decontaminate not in ("test+fewshot", "all"):
-            raise ConfigError(f"decontaminate must be 'test+fewshot' or 'all', got {self.decontaminate!r}")
 
 
 def config_from_dict(d: dict) -> SimilarityConfig:

@@ -94,7 +94,7 @@ def adapt(P, episodes, inner_lr, inner_steps, create_graph, batched=True, cache=
 
 def maml(P, episodes, cfg, batched=True, state=None):
     cache = {}
-    adapted = adapt(P, episodes, cfg.inner_lr, cfg.inner_steps, create_graph=True, batched=batched, cache=cache)
+    adapted = adapt(P, episodes, cfg.meta.inner_lr, cfg.meta.inner_steps, create_graph=True, batched=batched, cache=cache)
     st = {}
     loss = task_losses(episodes, "query", adapted, batched, cache, st).mean()
     (g,) = torch.autograd.grad(loss, P)
@@ -104,7 +104,7 @@ def maml(P, episodes, cfg, batched=True, state=None):
 def fomaml(P, episodes, cfg, batched=True, state=None):
     cache = {}
     with torch.enable_grad():
-        adapted = adapt(P.detach(), episodes, cfg.inner_lr, cfg.inner_steps, create_graph=False, batched=batched,
+        adapted = adapt(P.detach(), episodes, cfg.meta.inner_lr, cfg.meta.inner_steps, create_graph=False, batched=batched,
                         cache=cache).detach().requires_grad_(True)
     st = {}
     loss = task_losses(episodes, "query", adapted, batched, cache, st).mean()
@@ -114,12 +114,12 @@ def fomaml(P, episodes, cfg, batched=True, state=None):
 
 
 def reptile(P, episodes, cfg, batched=True, state=None):
-    adapted = adapt(P.detach(), episodes, cfg.inner_lr, cfg.inner_steps, create_graph=False, batched=batched,
+    adapted = adapt(P.detach(), episodes, cfg.meta.inner_lr, cfg.meta.inner_steps, create_graph=False, batched=batched,
                     cache={}).detach()
     st = {}
     with torch.no_grad():
         loss = task_losses(episodes, "support", adapted, batched, stats=st).mean()
-    return loss, (P.detach() - adapted.mean(0)) / (cfg.inner_lr * cfg.inner_steps), {"acc": st["acc"].mean().item()}
+    return loss, (P.detach() - adapted.mean(0)) / (cfg.meta.inner_lr * cfg.meta.inner_steps), {"acc": st["acc"].mean().item()}
 
 
 def multitask(P, episodes, cfg, batched=True, state=None):

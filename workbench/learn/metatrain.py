@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,7 @@ import torch
 from workbench.config import (
     BackboneConfig,
     ConfigError,
-    PromptConfig,
-    TaskConfig,
+    MetaTrainConfig,
     from_dict,
     to_dict,
 )
@@ -52,74 +50,30 @@ from workbench.learn.checkpoints import (
 )
 from workbench.learn.inits import InitContext, make_prompt
 from workbench.learn.meta import LEARNERS, evaluate_episodes, meta_step
+from workbench.learn.tuner import TuningError
 from workbench.tasks.episodes import SOURCES, make_source
-from workbench.tasks.labelled import LabelledConfig, resolve_sources
-from workbench.tasks.pseudo import PseudoConfig
+from workbench.tasks.labelled import resolve_sources
 
-IGNORED_ON_RESUME = ("checkpoint_every", "out")  # keys that may differ between a checkpoint and its resumption
-
-
-@dataclass
-class MetaTrainConfig:
-    method: str = "fomaml"  # a registered meta-learner: maml | fomaml | reptile | multitask | ...
-    source: str = "pseudo"  # a registered task source: pseudo | labelled | ...
-    target: str | None = None  # downstream dataset: decontamination, leave-one-out, the pseudo-task format
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)  # length, position; init = the starting point of P
-    task: TaskConfig = field(default_factory=TaskConfig)  # temperature / length_norm; template of the target
-    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
-    labelled: LabelledConfig = field(default_factory=LabelledConfig)
-    source_options: dict = field(default_factory=dict)  # free-form options for other registered sources
-    support: int = 2  # support examples per class (per cluster for pseudo-tasks)
-    query: int = 2  # query examples per class
-    max_length: int = 48  # tokens per text
-    inner_lr: float = 0.1
-    inner_steps: int = 1
-    meta_batch: int = 4
-    meta_steps: int = 100
-    optimizer: str = "adamw"  # adam | adamw | adafactor
-    lr: float = 3e-2
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | linear (to 0 at the last step)
-    grad_clip: float = 1.0  # max norm of the meta-gradient; 0 = off
-    eval_every: int = 25  # meta-validation interval (steps); step 0 and the last step are always evaluated
-    val_tasks: int = 8  # fixed meta-validation episodes
-    checkpoint_every: int = 25
-    seed: int = 0
-    batched: bool = True  # one backbone pass per meta-batch (False: one per task; same math)
-    out: str = "runs/meta"
-
-    def __post_init__(self):
-        for name in ("support", "query", "max_length", "meta_batch", "meta_steps", "eval_every", "val_tasks",
-                     "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.inner_steps < 0 or self.inner_lr <= 0 or self.lr <= 0:
-            raise ConfigError(f"need inner_steps >= 0, inner_lr > 0 and lr > 0; got {self.inner_steps}, "
-                              f"{self.inner_lr}, {self.lr}")
-        if self.optimizer not in ("adam", "adamw", "adafactor"):
-            raise ConfigError(f"optimizer must be adam | adamw | adafactor, got {self.optimizer!r}")
-        if self.schedule not in ("constant", "linear"):
-            raise ConfigError(f"schedule must be constant | linear, got {self.schedule!r}")
+IGNORED_ON_RESUME = ("meta.checkpoint_every", "out")  # keys that may differ between a checkpoint and its resumption
 
 
 def _optimizer(P, cfg: MetaTrainConfig):
-    if cfg.optimizer == "adafactor":
+    if cfg.meta.optimizer == "adafactor":
         from transformers.optimization import Adafactor
-        return Adafactor([P], lr=cfg.lr, weight_decay=cfg.weight_decay, relative_step=False, scale_parameter=False,
+        return Adafactor([P], lr=cfg.meta.lr, weight_decay=cfg.meta.weight_decay, relative_step=False, scale_parameter=False,
                          warmup_init=False, clip_threshold=1.0)
-    cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
-    return cls([P], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    cls = torch.optim.Adam if cfg.meta.optimizer == "adam" else torch.optim.AdamW
+    return cls([P], lr=cfg.meta.lr, weight_decay=cfg.meta.weight_decay)
 
 
 def _lr(cfg: MetaTrainConfig, step: int) -> float:
-    return cfg.lr if cfg.schedule == "constant" else cfg.lr * max(0.0, 1 - step / cfg.meta_steps)
+    return cfg.meta.lr if cfg.meta.schedule == "constant" else cfg.meta.lr * max(0.0, 1 - step / cfg.meta.steps)
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = []
     for k in sorted(set(a) | set(b)):
-        if k in IGNORED_ON_RESUME and not prefix:
+        if f"{prefix}{k}" in IGNORED_ON_RESUME:
             continue
         if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
             keys += _diff(a[k], b[k], f"{prefix}{k}.")
@@ -167,23 +121,23 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
                           "backbone.second_order=true (eager attention)")
     t0 = time.perf_counter()
     source = make_source(cfg.source, cfg, backbone, target=cfg.target)
-    torch.manual_seed(cfg.seed)
-    init, prov = make_prompt(cfg.prompt.init, InitContext(backbone, cfg.prompt, cfg.seed))
+    torch.manual_seed(cfg.meta.seed)
+    init, prov = make_prompt(cfg.prompt.init, InitContext(backbone, cfg.prompt, cfg.meta.seed))
     P = torch.nn.Parameter(init.to(backbone.device))
     opt = _optimizer(P, cfg)
     learner = LEARNERS[cfg.method]
     state = learner.init_state(P, cfg, backbone) if learner.init_state else {}
-    val_rng = np.random.default_rng([cfg.seed, 1])
+    val_rng = np.random.default_rng([cfg.meta.seed, 1])
     has_split = "split" in inspect.signature(source.sample).parameters
-    val = source.sample(val_rng, cfg.val_tasks, **({"split": "val"} if has_split else {}))
-    rng = np.random.default_rng([cfg.seed, 0])
+    val = source.sample(val_rng, cfg.meta.val_tasks, **({"split": "val"} if has_split else {}))
+    rng = np.random.default_rng([cfg.meta.seed, 0])
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", config)
     start = load_checkpoint(ckpt, P, opt, rng, state) if ckpt else 0
     metrics = work / "metrics.jsonl"
     if metrics.exists():  # drop records written after the checkpoint we resume from
         keep = [l for l in metrics.read_text(encoding="utf-8").splitlines() if start and json.loads(l)["step"] <= start
-                and not (start == cfg.meta_steps and json.loads(l)["event"] == "val" and json.loads(l)["step"] == start)]
+                and not (start == cfg.meta.steps and json.loads(l)["event"] == "val" and json.loads(l)["step"] == start)]
         metrics.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
 
     def log(rec):
@@ -191,24 +145,27 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
             f.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
 
     def validate(step):
-        r = evaluate_episodes(P, val, cfg.inner_lr, cfg.inner_steps, cfg.batched, chunk=max(cfg.meta_batch, 1))
+        r = evaluate_episodes(P, val, cfg.meta.inner_lr, cfg.meta.inner_steps, cfg.meta.batched, chunk=max(cfg.meta.meta_batch, 1))
         log({"event": "val", "step": step, **r})
         return r
 
     last_val = validate(0) if start == 0 else None
-    bar = tqdm(total=cfg.meta_steps, initial=start, desc=f"meta-train {cfg.method}", disable=not progress)
+    bar = tqdm(total=cfg.meta.steps, initial=start, desc=f"meta-train {cfg.method}", disable=not progress)
     step = start
-    while step < cfg.meta_steps:
+    while step < cfg.meta.steps:
         if stop_after is not None and step - start >= stop_after:
             bar.close()
             return {"interrupted_at": step, "work": str(work)}
-        episodes = source.sample(rng, cfg.meta_batch)
+        episodes = source.sample(rng, cfg.meta.meta_batch)
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
-        loss, grad, logs = meta_step(cfg.method, P, episodes, cfg, cfg.batched, state)
+        loss, grad, logs = meta_step(cfg.method, P, episodes, cfg, cfg.meta.batched, state)
+        if not (torch.isfinite(torch.as_tensor(loss)).all() and torch.isfinite(grad).all()):
+            raise TuningError(f"meta-step {step + 1} of {cfg.method!r}: the loss or meta-gradient is not finite "
+                              f"(loss {float(loss)}); lower meta.lr / meta.inner_lr, or check the tasks {[e.name for e in episodes]}")
         opt.zero_grad(set_to_none=True)
         P.grad = grad.detach().to(P.dtype)
-        gnorm = torch.nn.utils.clip_grad_norm_([P], cfg.grad_clip).item() if cfg.grad_clip > 0 else \
+        gnorm = torch.nn.utils.clip_grad_norm_([P], cfg.meta.grad_clip).item() if cfg.meta.grad_clip > 0 else \
             P.grad.norm().item()
         opt.step()
         step += 1
@@ -217,9 +174,9 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
              "tasks": [e.name for e in episodes]})
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss):.3f}")
-        if step % cfg.eval_every == 0 or step == cfg.meta_steps:
+        if step % cfg.meta.eval_interval == 0 or step == cfg.meta.steps:
             last_val = validate(step)
-        if step % cfg.checkpoint_every == 0 or step == cfg.meta_steps:
+        if step % cfg.meta.checkpoint_interval == 0 or step == cfg.meta.steps:
             save_checkpoint(work, step, P, opt, rng, state)
     bar.close()
     if last_val is None:

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.config import ConfigError, TaskConfig, _choice, to_dict
+from workbench.config import BayesConfig, choice, ConfigError, TaskConfig, to_dict
 from workbench.engine.data import Example
 from workbench.engine.heads import make_head
 from workbench.engine.runs import write_json
@@ -55,49 +55,13 @@ class BayesError(ConfigError):
     ``fewshot`` command (init ``bayes``) reports it as one ``error:`` line too."""
 
 
-@dataclass
-class BayesConfig:
-    features: str = "embed"  # embed (mean input-word embeddings, padding excluded) | encoder (mean-pooled states)
-    components: int = 0  # GMM components; 0 = number of classes
-    covariance: str = "full"  # full | diag
-    reg_covar: float = 0.1  # added to the covariance diagonals, relative to the mean per-dimension variance
-    pca_dim: int = 0  # fit the GMM and run SVGD in a PCA space of this size; 0 = the full feature space
-    density_data: str = "kshot"  # kshot (strict) | kshot+unlabeled (adds the dataset's other train texts, unlabeled)
-    unlabeled_limit: int = 2000  # at most this many extra unlabeled texts (seeded sample)
-    n_particles: int = 0  # 0 = one particle per k-shot train example
-    iterations: int = 1000  # SVGD iterations
-    step_size: float = 0.01  # SVGD step, relative to sqrt(mean per-dimension variance) of the fitted data
-    alpha: float = 0.9  # AdaGrad momentum of the squared-gradient history
-    log_every: int = 10  # SVGD diagnostics (mean log-density, KSD) interval
-    record_every: int = 0  # keep particle snapshots for the trajectory figure every N iterations; 0 = off
-    subset: int = 0  # particles averaged per prompt slot; 0 = number of classes (the original's rule)
-    offset_scale: float = 1.0  # resample/ensemble: scale of the particle offsets added to the learned base prompt
-    max_length: int = 128  # tokens per example when computing features
-    device: str = "auto"  # SVGD device: auto (the backbone's) | cpu | cuda
-
-    def __post_init__(self):
-        _choice("bayes.features", self.features, ("embed", "encoder"))
-        _choice("bayes.covariance", self.covariance, ("full", "diag"))
-        _choice("bayes.density_data", self.density_data, ("kshot", "kshot+unlabeled"))
-        for name in ("components", "pca_dim", "n_particles", "subset", "log_every", "record_every", "unlabeled_limit"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"bayes.{name} must be >= 0, got {getattr(self, name)}")
-        if self.iterations < 1:
-            raise ConfigError(f"bayes.iterations must be >= 1, got {self.iterations}")
-        for name in ("step_size", "offset_scale", "max_length"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"bayes.{name} must be > 0, got {getattr(self, name)}")
-        if self.reg_covar < 0:
-            raise ConfigError(f"bayes.reg_covar must be >= 0, got {self.reg_covar}")
-        if not 0 <= self.alpha < 1:
-            raise ConfigError(f"bayes.alpha must be in [0, 1), got {self.alpha}")
 
 
 # ------------------------------------------------------------------------------------------------------- features
 @torch.inference_mode()
 def features(head, examples, kind: str = "embed", batch_size: int = 32) -> torch.Tensor:
     """(n, d) features of ``examples`` as the head renders them (template included); see the module docstring."""
-    _choice("bayes.features", kind, ("embed", "encoder"))
+    choice("bayes.features", kind, ("embed", "encoder"))
     out = []
     for s in range(0, len(examples), batch_size):
         batch = head.batch(examples[s:s + batch_size])

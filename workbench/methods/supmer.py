@@ -38,13 +38,12 @@ Inits: ``supmer`` (the meta-trained prompt, trained once per config + backbone +
 ``tune_prompt`` grad_hook; callers that apply it set ``InitContext.extras["applies_grad_hook"]``, others are refused
 rather than silently tuning without ψ).
 
-Options (``SupmerConfig``) come from ``MetaTrainConfig.source_options`` keys ``supmer.<field>`` (CLI:
-``--opt supmer.psi=false``), e.g. ablations ``supmer.psi=false`` / ``supmer.mixup=false``; task types are the
-source's ``--opt types=nsp,scc``.
+Options are the ``supmer`` section (:class:`~workbench.config.SupmerConfig`; CLI ``--set supmer.psi=false``), e.g.
+the ablations ``supmer.psi=false`` / ``supmer.mixup=false``; task types are ``selfsup.types`` (``--set
+selfsup.types=nsp,scc``). The same keys work in ``meta-train``, ``fewshot`` and suites.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +51,8 @@ import torch
 import torch.nn.functional as F
 
 from workbench.config import (
-    BackboneConfig,
     ConfigError,
-    MetaConfig,
-    PromptConfig,
-    TaskConfig,
-    apply_overrides,
+    SupmerConfig,
     to_dict,
 )
 from workbench.engine.heads import (
@@ -69,40 +64,14 @@ from workbench.engine.heads import (
 )
 from workbench.engine.joint import joint_forward
 from workbench.engine.prompts import Spliced
-from workbench.engine.runs import load_prompt
 from workbench.learn.meta import task_losses
-from workbench.learn.meta_inits import _cache_key, cache_root
-from workbench.learn.metatrain import MetaTrainConfig, run_meta_training
+from workbench.learn.meta_inits import trained_prompt
 from workbench.methods.psi import Psi, PsiError, load_psi, save_psi
 
 
-@dataclass
-class SupmerConfig:
-    psi: bool = True  # learn and apply ψ in the inner step (false: the ablation "without ψ", plain gradient)
-    mixup: bool = True  # curriculum mixup on the query (false: plain CE on the query)
-    rank: int = 32  # ψ low-rank width
-    layers: int = 2  # ψ residual low-rank layers
-    gate_hidden: int = 24  # ψ gate MLP width
-    norm: str = "global"  # global (Frobenius) | row: how T(g) is rescaled to g's magnitude
-    psi_lr: float = 1e-3  # ψ's Adam learning rate
-    psi_clip: float = 1.0  # max grad norm of ψ's parameters (0 = off)
-    gate_weight: float = 1.0  # weight of the gate regression
-    alpha: float = 1.0  # λ ~ Beta(alpha, alpha * (2^s - 1))
-    ema: float = 0.5  # curriculum EMA factor of s
-    seed: int = 0  # λ sampling seed
-
-    def __post_init__(self):
-        if self.norm not in ("global", "row"):
-            raise ConfigError(f"supmer.norm must be global | row, got {self.norm!r}")
-        if self.rank < 1 or self.layers < 0 or self.gate_hidden < 1:
-            raise ConfigError("supmer.rank and supmer.gate_hidden must be >= 1 and supmer.layers >= 0")
-
-
 def supmer_config(cfg) -> SupmerConfig:
-    """SupmerConfig from ``cfg.source_options`` keys ``supmer.<field>`` (strings from the CLI are parsed)."""
-    opts = {k.split(".", 1)[1]: v for k, v in (getattr(cfg, "source_options", None) or {}).items()
-            if k.startswith("supmer.")}
-    return apply_overrides(SupmerConfig(), [f"{k}={v}" for k, v in opts.items()])
+    """The learner's options: the ``supmer`` section of a MetaTrainConfig (defaults for configs without one)."""
+    return getattr(cfg, "supmer", None) or SupmerConfig()
 
 
 # ----------------------------------------------------------------------------------------------- batches
@@ -259,7 +228,7 @@ def supmer_learner(P, episodes, cfg, batched=True, state=None):
         delta, gate = psi(g, h)
     else:
         delta, gate = g, None
-    adapted = leaf - cfg.inner_lr * delta.to(leaf.dtype)
+    adapted = leaf - cfg.meta.inner_lr * delta.to(leaf.dtype)
     rng = np.random.default_rng([sc.seed, int(state["steps"])])  # 3. query loss, curriculum mixup
     lams = [sample_lambda(rng, state["s"], sc.alpha) if sc.mixup else 1.0 for _ in episodes]
     losses, mixed = query_losses(episodes, adapted, lams, batched, sc.mixup)
@@ -306,56 +275,18 @@ def psi_grad_hook(psi: Psi, head):
 
 
 # ----------------------------------------------------------------------------------------------- inits
-def supmer_meta_config(ctx):
-    """The MetaTrainConfig the ``supmer`` inits train for ``ctx``: method supmer, source selfsup, sized from
-    ``FewShotConfig.meta`` (``ctx.extras["config"]``; defaults otherwise: 150 steps x 4 tasks of 8 support + 8 query
-    examples, about 10 minutes with MiniLM on 2 CPU cores); ``ctx.extras["supmer"]`` adds source options
-    (e.g. ``{"supmer.psi": False}`` or ``{"types": ["scc"]}``); the downstream dataset is the decontamination target."""
-    fs = ctx.extras.get("config")
-    m = fs.meta if fs is not None else MetaConfig()
-    target = ctx.dataset.name if ctx.dataset is not None else None
-    if ctx.dataset is not None and getattr(ctx.dataset, "source", None) and Path(ctx.dataset.source).is_dir():
-        target = ctx.dataset.source
-    opts = {"corpus": m.corpus, "n_clusters": m.n_clusters, "limit": m.corpus_limit,
-            **dict(ctx.extras.get("supmer", {}))}
-    return MetaTrainConfig(
-        method="supmer", source="selfsup", target=target,
-        backbone=fs.backbone if fs is not None else BackboneConfig(name=ctx.backbone.name),
-        prompt=PromptConfig(length=ctx.length, init="random", position=ctx.cfg.position,
-                            pool_prompt=ctx.cfg.pool_prompt),
-        task=fs.task if fs is not None else TaskConfig(), source_options=opts, support=2 * m.support,
-        query=2 * m.query, max_length=m.max_length, inner_lr=m.inner_lr, inner_steps=1, meta_batch=m.meta_batch,
-        meta_steps=m.steps, optimizer=m.optimizer, lr=m.lr, schedule=m.schedule, eval_every=max(1, m.steps // 4),
-        checkpoint_every=max(1, m.steps // 4), seed=m.seed)
-
-
-_TRAINED: dict = {}
-
-
 def supmer_init(ctx, with_psi: bool):
-    """Train (or load from ``$WORKBENCH_CACHE/meta/supmer-<hash>``, keyed by the full meta config + backbone) the
-    SUPMER prompt; ``with_psi`` records the saved ψ in the provenance (see :func:`grad_hook_for`)."""
+    """The ``supmer`` / ``supmer+psi`` inits: the SUPMER prompt from the shared meta-init factory
+    (:func:`workbench.learn.meta_inits.trained_prompt`: method supmer over the selfsup source, sized by the caller's
+    ``meta``, ``selfsup`` and ``supmer`` sections, cached); ``with_psi`` records the saved ψ in the provenance (see
+    :func:`grad_hook_for`)."""
+    init_name = "supmer+psi" if with_psi else "supmer"
     if with_psi and not ctx.extras.get("applies_grad_hook"):  # refuse before any training
         raise ConfigError("init 'supmer+psi' needs a caller that applies ψ while tuning (supmer_eval."
                           "domain_generalisation, notebook 02b, or tune_prompt(grad_hook=supmer.grad_hook_for(...)) "
                           "with InitContext.extras['applies_grad_hook']=True); this one does not")
-    cfg = supmer_meta_config(ctx)
-    key = _cache_key(cfg, ctx.backbone)
-    out = cache_root() / f"supmer-{key}"
-    cfg.out = str(out)
-    fs = ctx.extras.get("config")
-    use_cache = fs.meta.cache if fs is not None else True
-    if key not in _TRAINED or not use_cache:
-        if not (use_cache and (out / "results.json").is_file()):
-            run_meta_training(cfg, backbone=ctx.backbone, resume=use_cache, overwrite=not use_cache,
-                              progress=ctx.extras.get("progress", True))
-        _TRAINED[key] = load_prompt(out / "prompt")
-    prompt, _ = _TRAINED[key]
+    prompt, prov, out = trained_prompt(init_name, ctx)
     want = (ctx.length, ctx.backbone.hidden_size)
-    if tuple(prompt.shape) != want:
-        raise ConfigError(f"supmer prompt {out} has shape {tuple(prompt.shape)} but backbone {ctx.backbone.name!r} "
-                          f"with prompt.length={ctx.length} needs {want}")
-    prov = {"meta_run": str(out), "method": "supmer", "source": "selfsup", "target": cfg.target, "cache_key": key}
     if with_psi:
         if not (out / "psi" / "psi.json").is_file():
             raise PsiError(f"{out} has no saved ψ (meta-trained with supmer.psi=false?); use the init 'supmer'")

@@ -28,10 +28,9 @@ split (a superset of every k-shot draw, so one meta init serves all seeds) is dr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.config import ConfigError, PromptConfig, TaskConfig
+from workbench.config import ConfigError, LabelledConfig, PromptConfig, TaskConfig
 from workbench.engine.data import Dataset, list_datasets, load_dataset
 from workbench.engine.heads import make_head
 from workbench.engine.splits import kshot_split
@@ -86,12 +85,6 @@ def resolve_sources(target: str | None, configuration: str = "leave-one-out", da
     return out
 
 
-@dataclass
-class LabelledConfig:
-    sources: str = "leave-one-out"  # leave-one-out | same-type | cross-type | pairs->single
-    datasets: list[str] = field(default_factory=list)  # explicit source datasets (override `sources`)
-    k: int = 16  # k-shot split size per class of each source task
-    seeds: list[int] = field(default_factory=lambda: [13, 21, 42, 87, 100])  # one task per (dataset, seed)
 
 
 class LabelledSource:
@@ -146,4 +139,4 @@ def labelled_factory(cfg, backbone, target=None, progress: bool = False):
         datasets.append(Dataset(ds.name, ds.task, ds.labels, clean, ds.source, ds.files, ds.meta))
     info = {"target": tinfo, "configuration": "explicit" if lc.datasets else lc.sources, "sources": names,
             "k": lc.k, "seeds": list(lc.seeds), "per_source": per}
-    return LabelledSource(datasets, backbone, lc, cfg.support, cfg.query, cfg.max_length, cfg.prompt, cfg.task, info)
+    return LabelledSource(datasets, backbone, lc, cfg.meta.support, cfg.meta.query, cfg.meta.max_length, cfg.prompt, cfg.task, info)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from workbench.config import ConfigError, PromptConfig, TaskConfig
+from workbench.config import ConfigError, PromptConfig, PseudoConfig, TaskConfig
 from workbench.engine.data import Example, load_dataset, read_corpus
 from workbench.engine.heads import make_head
 from workbench.engine.splits import normalize_text
@@ -25,31 +24,6 @@ from workbench.tasks.corpus import (
     pseudo_label_words,
 )
 from workbench.tasks.episodes import Episode, SubsetHead, _hash, target_texts
-
-
-@dataclass
-class PseudoConfig:
-    corpus: str = "brown"  # name on the data path or a .jsonl/.txt file
-    clustering: str | None = None  # a saved `python -m workbench cluster` directory (overrides the options below)
-    features: str = "tfidf"  # backbone (K-means on model embeddings) | tfidf (K-means on TF-IDF+SVD) | lda
-    n_clusters: int = 16  # K
-    limit: int = 4000  # seeded random sample of the corpus (texts with >= min_words words)
-    min_words: int = 6
-    n_way: int = 3  # N clusters per episode
-    label: str = "words"  # how a cluster is named: words | keywords | medoid (the last two: similarity head only)
-    template: str = "target"  # target (the target dataset's format) | generic | an explicit template string
-    val_fraction: float = 0.2  # members of each cluster held out for meta-validation episodes
-    svd_dims: int = 64  # tfidf features: TruncatedSVD dimensions
-
-    def __post_init__(self):
-        if self.features not in ("backbone", "tfidf", "lda"):
-            raise ConfigError(f"pseudo.features must be backbone | tfidf | lda, got {self.features!r}")
-        if self.label not in ("words", "keywords", "medoid"):
-            raise ConfigError(f"pseudo.label must be words | keywords | medoid, got {self.label!r}")
-        if self.n_way < 2:
-            raise ConfigError(f"pseudo.n_way must be >= 2, got {self.n_way}")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"pseudo.val_fraction must be in (0, 1), got {self.val_fraction}")
 
 
 def _cluster_texts(texts, pc: PseudoConfig, seed: int, backbone, progress: bool):
@@ -170,16 +144,16 @@ def pseudo_factory(cfg, backbone, target=None, progress: bool = False):
         rows = [r["text"] for r in read_corpus(pc.corpus) if len(r["text"].split()) >= pc.min_words]
         n_read = len(rows)
         if pc.limit and len(rows) > pc.limit:
-            rows = [rows[i] for i in sorted(np.random.default_rng(cfg.seed).choice(len(rows), pc.limit, False))]
+            rows = [rows[i] for i in sorted(np.random.default_rng(cfg.meta.seed).choice(len(rows), pc.limit, False))]
         texts = [t for t in rows if normalize_text(t) not in targets]
         removed = len(rows) - len(texts)
-        need = pc.n_way * (cfg.support + cfg.query)
+        need = pc.n_way * (cfg.meta.support + cfg.meta.query)
         if len(texts) < max(pc.n_clusters, need):
             raise ConfigError(f"corpus {pc.corpus!r} has {len(texts)} usable texts, fewer than K="
-                              f"{pc.n_clusters} clusters or {pc.n_way}-way x ({cfg.support}+{cfg.query}) = {need}")
-        clustering = _cluster_texts(texts, pc, cfg.seed, backbone, progress)
+                              f"{pc.n_clusters} clusters or {pc.n_way}-way x ({cfg.meta.support}+{cfg.meta.query}) = {need}")
+        clustering = _cluster_texts(texts, pc, cfg.meta.seed, backbone, progress)
         info = {"corpus": pc.corpus, "n_read": n_read}
     info.update({"target": tinfo, "decontamination": {"removed": removed, "kept": len(texts)}})
     fmt = _target_format(target, backbone, cfg.task) if target and pc.template == "target" else None
-    return PseudoSource(clustering, texts, backbone, pc, cfg.support, cfg.query, cfg.max_length, cfg.prompt, fmt,
-                        cfg.task, cfg.seed, info)
+    return PseudoSource(clustering, texts, backbone, pc, cfg.meta.support, cfg.meta.query, cfg.meta.max_length, cfg.prompt, fmt,
+                        cfg.task, cfg.meta.seed, info)

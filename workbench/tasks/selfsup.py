@@ -47,18 +47,18 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from workbench.config import (
+    LETTERS,
     ConfigError,
     PromptConfig,
+    SelfSupConfig,
     TaskConfig,
-    apply_overrides,
-    from_dict,
     to_dict,
 )
 from workbench.engine.data import Example, read_corpus
@@ -68,9 +68,7 @@ from workbench.engine.templates import TaskFormat, check_template
 from workbench.tasks.corpus import cluster, embed_texts, pseudo_label_texts
 from workbench.tasks.episodes import Episode, target_texts
 
-TASK_TYPES = ("nsp", "nss", "scsp", "scss", "scc")
 ADJACENCY = ("nsp", "nss")
-LETTERS = "ABCDEFGHIJ"
 NSP_WORDS, SCSP_WORDS = ["yes", "maybe", "no"], ["no", "yes"]
 NSP_ANCHORS = ["The second sentence follows the first.", "Both sentences are from the same document.",
                "The sentences are from different documents."]
@@ -81,37 +79,6 @@ class SelfSupError(ConfigError):
     """Self-supervised tasks cannot be built as asked; the message names the parameter and the numbers."""
 
 
-@dataclass
-class SelfSupConfig:
-    corpus: str = "brown"  # corpus name on the data search path, or a .jsonl/.txt file
-    types: list[str] = field(default_factory=lambda: list(TASK_TYPES))  # any subset of TASK_TYPES
-    n_clusters: int = 16
-    cluster_method: str = "kmeans"  # kmeans | lda
-    limit: int | None = 4000  # seeded random sample of this many texts to cluster (None = all)
-    min_words: int = 4
-    k_support: int = 8  # examples per task in the support set (labels balanced)
-    k_query: int = 8  # and in the query set (the augmentation set has as many)
-    n_options: int = 4  # multiple choice (nss, scss) and centroid classification (scc)
-    anchor_words: int = 30  # multiple choice: anchor cut to this many words
-    option_words: int = 15  # and each option
-    max_length: int = 128  # tokens per rendered input
-    val_fraction: float = 0.1  # documents held out for meta-validation episodes (sample(..., split="val"))
-    skip_missing_docs: bool = False  # adjacency types on a corpus without doc ids: drop them with a warning
-    seed: int = 0  # clustering and sampling seed
-    exclude: list[str] = field(default_factory=list)  # datasets whose train+test texts are never used (besides target)
-
-    def __post_init__(self):
-        bad = [t for t in self.types if t not in TASK_TYPES]
-        if bad or not self.types:
-            raise SelfSupError(f"selfsup.types must be a non-empty subset of {list(TASK_TYPES)}, got {self.types}")
-        for name in ("n_clusters", "k_support", "k_query", "n_options", "max_length"):
-            if getattr(self, name) < (2 if name in ("n_clusters", "n_options") else 1):
-                raise SelfSupError(f"selfsup.{name} must be >= {2 if name in ('n_clusters', 'n_options') else 1}, "
-                                   f"got {getattr(self, name)}")
-        if self.n_options > len(LETTERS):
-            raise SelfSupError(f"selfsup.n_options must be <= {len(LETTERS)}, got {self.n_options}")
-        if not 0 < self.val_fraction < 1:
-            raise SelfSupError(f"selfsup.val_fraction must be in (0, 1), got {self.val_fraction}")
 
 
 @dataclass(frozen=True)
@@ -169,10 +136,11 @@ class SelfSupSource:
 
     def __init__(self, backbone, cfg: SelfSupConfig | None = None, prompt_cfg: PromptConfig | None = None,
                  task_cfg: TaskConfig | None = None, rows: list[dict] | None = None, progress: bool = True,
-                 exclude: set[str] | None = None):
-        self.bb, self.cfg = backbone, cfg or SelfSupConfig()
+                 exclude: set[str] | None = None, seed: int = 0, max_length: int = 128):
+        """``seed``: clustering and sampling; ``max_length``: tokens per rendered input (the meta section's)."""
+        self.bb, self.cfg, self.seed, self.max_length = backbone, cfg or SelfSupConfig(), seed, max_length
         self.prompt_cfg, self.task_cfg = prompt_cfg or PromptConfig(), task_cfg or TaskConfig()
-        cfg, rng = self.cfg, np.random.default_rng(self.cfg.seed)
+        cfg, rng = self.cfg, np.random.default_rng(self.seed)
         rows = rows if rows is not None else read_corpus(cfg.corpus)
         self.rows = rows
         self.types = list(cfg.types)
@@ -196,8 +164,8 @@ class SelfSupSource:
                                f"fewer than selfsup.n_clusters={cfg.n_clusters}")
         self.index = keep  # unit u is rows[keep[u]]
         texts = [rows[i]["text"] for i in keep]
-        feats = embed_texts(backbone, texts, max_length=cfg.max_length, progress=progress)
-        self.clustering = cluster(feats, texts, method=cfg.cluster_method, k=cfg.n_clusters, seed=cfg.seed)
+        feats = embed_texts(backbone, texts, max_length=max_length, progress=progress)
+        self.clustering = cluster(feats, texts, method=cfg.cluster_method, k=cfg.n_clusters, seed=seed)
         self.k = self.clustering.k
         self.assign = np.asarray(self.clustering.assignments)
         self.centroids = np.asarray(self.clustering.centroids, dtype=np.float32)
@@ -226,7 +194,7 @@ class SelfSupSource:
     def _is_val(self, i: int, row: dict) -> bool:
         """Whole documents (lines without a doc id: single lines) are held out for validation by a seeded hash."""
         key = row.get("doc") if row.get("doc") is not None else f"line{i}"
-        h = int(hashlib.sha256(f"{self.cfg.seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        h = int(hashlib.sha256(f"{self.seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         return h < self.cfg.val_fraction
 
     # ----- heads ------------------------------------------------------------------------------------------------
@@ -241,14 +209,14 @@ class SelfSupSource:
                 fam, "{text_a} ? {mask} , {text_b}")
             check_template(template, "pair", fam)
             fmt = TaskFormat(template, list(words), anchors if fam == "encoder" else list(words), None)
-            h = make_head(self.bb, fmt, self.task_cfg, self.prompt_cfg, self.cfg.max_length)
+            h = make_head(self.bb, fmt, self.task_cfg, self.prompt_cfg, self.max_length)
         else:
             letters = list(LETTERS[:n])
             template = "{text}" if fam == "encoder" else "{text} The correct one is {mask} ."
             check_template(template, "single", fam)
             fmt = TaskFormat(template, letters, letters, None)
-            h = OptionHead(self.bb, fmt, self.task_cfg, self.prompt_cfg, self.cfg.max_length, self.centroids) \
-                if fam == "encoder" else make_head(self.bb, fmt, self.task_cfg, self.prompt_cfg, self.cfg.max_length)
+            h = OptionHead(self.bb, fmt, self.task_cfg, self.prompt_cfg, self.max_length, self.centroids) \
+                if fam == "encoder" else make_head(self.bb, fmt, self.task_cfg, self.prompt_cfg, self.max_length)
         self._heads[t] = h
         return h
 
@@ -287,7 +255,7 @@ class SelfSupSource:
     def _mc(self, anchor: str, options: list[str], label: int, clusters=()) -> Example:
         if self.bb.family == "encoder":
             return MCExample(anchor, label, None, tuple(options), tuple(clusters))
-        budget = max(12, int(0.7 * self.cfg.max_length) - 8)  # words that fit max_length tokens (roughly)
+        budget = max(12, int(0.7 * self.max_length) - 8)  # words that fit max_length tokens (roughly)
         aw = min(self.cfg.anchor_words, max(4, budget // 3))
         ow = min(self.cfg.option_words, max(2, (budget - aw) // len(options)))
         body = " ".join(f"{LETTERS[j]} . {_cut(o, ow)} ." for j, o in enumerate(options))
@@ -341,7 +309,7 @@ class SelfSupSource:
         else:
             task = [int(rng.choice(self.eligible)) if cluster is None else int(cluster)]
             aug = [self._other_cluster(rng, task)]
-        ks, kq = self.cfg.k_support, self.cfg.k_query
+        ks, kq = self.cfg.per_task_support, self.cfg.per_task_query
         sup, qry = self._examples(t, rng, task, ks), self._examples(t, rng, task, kq)  # each balanced
         a, b = self.centroids[task].mean(0), self.centroids[aug].mean(0)
         sim = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
@@ -392,29 +360,12 @@ def episode_rows(ep: Episode, n: int = 2) -> list[dict]:
             for e in ep.support[:n]]
 
 
-def selfsup_config(options: dict | None, support: int | None = None, query: int | None = None) -> SelfSupConfig:
-    """SelfSupConfig from a dict of its fields; ``support``/``query`` (examples per task) fill k_support/k_query
-    when the dict does not set them."""
-    opts = {k: v for k, v in (options or {}).items() if not k.startswith("supmer.")}  # the learner's options
-    if support is not None:
-        opts.setdefault("k_support", support)
-    if query is not None:
-        opts.setdefault("k_query", query)
-    typed = {k: v for k, v in opts.items() if not isinstance(v, str) or k == "corpus"}
-    cfg = from_dict(SelfSupConfig, typed, "source_options.")
-    return apply_overrides(cfg, [f"{k}={v}" for k, v in opts.items() if k not in typed])  # CLI strings, parsed
-
-
 def selfsup_factory(cfg, backbone, target=None, progress: bool = False):
-    """MetaTrainConfig fields used: source_options (SelfSupConfig fields), support/query (examples per task
-    unless source_options sets k_support/k_query), max_length, prompt, task, seed (when not in source_options).
-    Corpus lines whose normalised text is in the target's train or test split are never used."""
-    opts = dict(getattr(cfg, "source_options", None) or {})
-    opts.setdefault("max_length", cfg.max_length)
-    opts.setdefault("seed", cfg.seed)
-    sc = selfsup_config(opts, cfg.support, cfg.query)
+    """The ``selfsup`` source of a MetaTrainConfig: its ``selfsup`` section, with ``meta.max_length`` tokens per
+    text and ``meta.seed``. Corpus lines whose normalised text is in the target's train or test split (or those of
+    ``selfsup.exclude``) are never used."""
     exclude, _ = target_texts(target)
-    for name in sc.exclude:
+    for name in cfg.selfsup.exclude:
         exclude |= target_texts(name)[0]
-    return SelfSupSource(backbone, sc, cfg.prompt, cfg.task, progress=progress, exclude=exclude)
-
+    return SelfSupSource(backbone, cfg.selfsup, cfg.prompt, cfg.task, progress=progress, exclude=exclude,
+                         seed=cfg.meta.seed, max_length=cfg.meta.max_length)

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.engine.runs import save_html
-from workbench.viz.explore_data import (
+from workbench.viz.explore_data import (  # noqa: F401  (the explorer's one namespace for notebook 04 and the CLI)
     ExploreError,
     PromptRun,
     backbone_for,
@@ -32,6 +32,13 @@ from workbench.viz.explore_data import (
 )
 from workbench.viz.projection import fit_projection, joint_coords
 from workbench.viz.runs import _PALETTE
+from workbench.viz.sentence import (  # noqa: F401  (re-exported: the explorer's one namespace)
+    corpus_space,
+    label_anchors,
+    particles_space,
+    sentence_features,
+    sentence_space,
+)
 
 _SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "x", "star", "pentagon", "hexagon", "triangle-down")
 
