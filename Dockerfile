@@ -21,11 +21,13 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir "$(grep -E '^torch==' requirements.txt)" --index-url "$TORCH_INDEX" \
  && pip install --no-cache-dir -r requirements.txt \
  && python -m ipykernel install --sys-prefix --name python3
+COPY pyproject.toml README.md Makefile ./
 COPY workbench ./workbench
+RUN pip install --no-cache-dir --no-deps -e .
+COPY docs ./docs
 COPY notebooks ./notebooks
 COPY benchmarks ./benchmarks
 COPY tests ./tests
-COPY README.md Makefile ./
 RUN mkdir -p /data /work/runs
 EXPOSE 8888
 CMD ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser", "--allow-root", "--ServerApp.root_dir=/work"]

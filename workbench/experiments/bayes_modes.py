@@ -103,7 +103,7 @@ class BayesRunConfig:
         base = [b for b in self.baselines if b != "zero-shot"]
         return FewShotConfig(datasets=self.datasets, methods=base + ["bayes"], k=self.k, seeds=self.seeds, out=self.out,
                              overwrite=self.overwrite, backbone=self.backbone, prompt=self.prompt, task=self.task,
-                             tune=self.tune)
+                             tune=self.tune, bayes=self.bayes)
 
 
 def scores(logits_or_probs: np.ndarray, labels: np.ndarray, n_classes: int, probs: bool = False) -> dict:

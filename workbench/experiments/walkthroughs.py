@@ -7,8 +7,8 @@
 - :func:`fewshot_from_meta`: ``workbench fewshot --methods file,... --init-path <meta run>/prompt`` per target;
   :func:`compare_inits`: the summary and the paired per-seed gains of one init over baselines.
 - :func:`similarity_sources`, :func:`similarity_to_sources`: ``workbench similarity`` (notebook 02).
-- :func:`supmer_variants`, :func:`supmer_ablation_table`: SUPMER and its ablations (``supmer.psi=false``,
-  ``supmer.mixup=false``), one ``meta-train`` run each, and their table (notebook 02b).
+- :func:`supmer_variants`, :func:`supmer_in_domain`, :func:`supmer_ablation_table`: SUPMER and its ablations
+  (``supmer.psi=false``, ``supmer.mixup=false``), one ``meta-train`` run each, and their table (notebook 02b).
 - :func:`domain_gen_run`: ``workbench supmer-dg`` (notebook 02b): the domain-generalisation run directory.
 
 Figures are never drawn here (the experiments layer); the notebooks and the CLI draw them with ``workbench.viz``.
@@ -228,6 +228,17 @@ def supmer_ablation_table(runs: dict, dg: dict | None = None) -> pd.DataFrame:
             row.update({f"test: {c}": dg[name]["table"].iloc[0][c] for c in dg[name]["table"].columns})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def supmer_in_domain(cfg: DomainGenConfig, runs: dict, backbone=None, progress: bool = False) -> dict:
+    """Each meta-training run's prompt (name -> run directory or results dict) tuned on ``cfg.source`` with the
+    ``supmer`` init and tested in-domain (no targets, no run directory): name -> the
+    :func:`~workbench.experiments.domain_gen.domain_generalisation` result, for :func:`supmer_ablation_table`."""
+    bb = backbone or load_backbone(cfg.backbone)
+    return {name: domain_generalisation(bb, ["supmer"], cfg.source, [], cfg.k, cfg.seeds, cfg.tune, cfg.prompt,
+                                        max_test=cfg.test_limit, meta_run=run["out"] if isinstance(run, dict) else run,
+                                        progress=progress)
+            for name, run in runs.items()}
 
 
 def domain_gen_run(cfg: DomainGenConfig, backbone=None, progress: bool = True) -> dict:

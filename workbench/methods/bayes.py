@@ -317,8 +317,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 def bayes_init(ctx: InitContext):
     if ctx.fmt is None or ctx.split is None:
         raise ConfigError("init 'bayes' needs a target dataset and its k-shot split")
-    cfg = ctx.extras.get("bayes") or BayesConfig()
-    cfg = cfg if isinstance(cfg, BayesConfig) else BayesConfig(**cfg)
+    fs = ctx.extras.get("config")  # the caller's FewShotConfig: its bayes section (fewshot, benchmark, bayes command)
+    cfg = ctx.extras.get("bayes") or (fs.bayes if fs is not None else BayesConfig())
     head = ctx.extras.get("head") or make_head(ctx.backbone, ctx.fmt, TaskConfig(), ctx.cfg, cfg.max_length)
     dist = ctx.extras.get("distribution") or build_distribution(head, ctx.split, cfg, ctx.seed, ctx.dataset)
     prompt = dist.sample_prompt(ctx.length, torch.Generator().manual_seed(ctx.seed), cfg.subset)

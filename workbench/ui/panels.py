@@ -43,3 +43,28 @@ def k_panel(features, texts, xy, method: str = "kmeans", k: int = 16, seed: int 
                     output])
     panel.slider, panel.button, panel.output, panel.results = slider, button, output, {}
     return panel
+
+
+def dropdown_view(options, render, description: str = "show", value=None):
+    """An ipywidgets panel: a dropdown over ``options`` (a list, or a dict label -> value) and an output area that
+    shows ``render(value)`` (a figure, a table, anything ``display`` takes; None: nothing) for the chosen option,
+    again on every change. Returns the VBox with ``.dropdown`` and ``.output`` for scripting and tests."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    dropdown = w.Dropdown(options=options, description=description,
+                          **({"value": value} if value is not None else {}))
+    output = w.Output()
+
+    def show(_=None):
+        output.clear_output(wait=True)
+        with output:
+            shown = render(dropdown.value)
+            if shown is not None:
+                display(shown)
+
+    dropdown.observe(show, names="value")
+    show()
+    panel = w.VBox([dropdown, output])
+    panel.dropdown, panel.output = dropdown, output
+    return panel

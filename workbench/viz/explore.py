@@ -265,3 +265,39 @@ def nearest_words_table(run_dirs, dataset: str | None = None, methods=None, seed
 def write_html(figs: dict, out_dir) -> dict:
     """Write each figure of ``{name: fig}`` to ``<out_dir>/<name>.html`` (self-contained); return name -> path."""
     return {name: save_html(fig, Path(out_dir) / f"{name}.html") for name, fig in figs.items()}
+
+
+def explore_figures(cfg, warn=None) -> dict:
+    """The explorer's figures for an ``ExploreConfig`` (``workbench explore``, notebook 04): token space,
+    trajectories and distance vs accuracy (runs with snapshots; otherwise skipped with ``warn(message)``), prompt
+    similarity, sentence space, and the corpus (``cfg.cluster_dir``) and particle (``cfg.bayes_dir``) views.
+    Returns name -> figure, in that order."""
+    if not cfg.runs:
+        raise ExploreError("explore needs at least one run directory (runs)")
+    sel = dict(dataset=cfg.dataset or None)
+    figs = {"token_space": token_space(cfg.runs, **sel, projection=cfg.projection, n_vocab=cfg.n_vocab,
+                                       neighbours=cfg.neighbours)}
+    if any(r.snapshots for r in load_prompt_runs(cfg.runs, sel["dataset"])):
+        figs["trajectories"] = trajectories(cfg.runs, **sel, projection=cfg.projection, n_vocab=cfg.n_vocab,
+                                            neighbours=cfg.neighbours)
+        figs["distance_vs_accuracy"] = distance_vs_accuracy(cfg.runs, **sel)
+    elif warn:
+        warn("no snapshots in these runs (tune with --snapshot-every N / tune.snapshot_every): trajectories skipped")
+    figs["prompt_similarity"] = prompt_similarity(cfg.runs, **sel, match=cfg.match)
+    figs["sentence_space"] = sentence_space(cfg.runs[0], sel["dataset"], cfg.method or None, cfg.seed,
+                                            cfg.n_examples, cfg.projection)
+    if cfg.cluster_dir:
+        figs["corpus_space"] = corpus_space(cfg.cluster_dir, figs["sentence_space"].layout.meta["dataset"],
+                                            projection=cfg.projection)
+    if cfg.bayes_dir:
+        figs["particles_space"] = particles_space(cfg.bayes_dir, sel["dataset"], projection=cfg.projection)
+    return figs
+
+
+def write_explore(figs: dict, words: pd.DataFrame, out_dir) -> dict:
+    """``<out_dir>/<name>.html`` per figure (:func:`write_html`) and the nearest-words table as
+    ``nearest_words.csv``; returns name -> path (``nearest_words`` last)."""
+    paths = write_html(figs, out_dir)
+    paths["nearest_words"] = Path(out_dir) / "nearest_words.csv"
+    words.to_csv(paths["nearest_words"], index=False)
+    return paths

@@ -1,0 +1,97 @@
+"""What every subcommand shares: options generated from config dataclass fields (type, help and choices come from
+the field), ``--config`` and ``--set`` on every command, one parser for lists, seeds and run directories, and one
+error convention (exit code 2 with a single ``error:`` line naming the culprit)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+
+from workbench.config import ConfigError, apply_overrides, from_dict, to_dict
+
+
+def csv(s: str) -> list[str]:
+    """Comma-separated names (datasets, methods, run directories)."""
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def ints(s: str) -> list[int]:
+    """Comma-separated integers (seeds, k values)."""
+    try:
+        return [int(x) for x in csv(s)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def field_of(cls, key: str) -> tuple[dataclasses.Field, type]:
+    """The dataclass field at dotted ``key`` of ``cls`` and the class that declares it."""
+    *parents, last = key.split(".")
+    for part in parents:
+        cls = type(next(f for f in dataclasses.fields(cls) if f.name == part).default_factory())
+    return next(f for f in dataclasses.fields(cls) if f.name == last), cls
+
+
+def _parser_for(f: dataclasses.Field, owner) -> dict:
+    hint = typing.get_type_hints(owner)[f.name]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: the X
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    base = hint
+    if typing.get_origin(base) is list:
+        return {"type": ints if typing.get_args(base) == (int,) else csv}
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    return {"type": base if base in (int, float) else str}
+
+
+def add_config_options(p: argparse.ArgumentParser, cls, flags: dict) -> None:
+    """``--flag`` options for the config fields named in ``flags`` (option name or tuple of names -> dotted key),
+    then ``--config`` and ``--set``. Unset options leave the config alone."""
+    group = p.add_argument_group(f"{cls.__name__} fields (every field: --set key=value)")
+    for names, key in flags.items():
+        f, owner = field_of(cls, key)
+        names = (names,) if isinstance(names, str) else names
+        kind = _parser_for(f, owner)
+        if "choices" in f.metadata:
+            kind["choices"] = [c for c in f.metadata["choices"] if c is not None]
+        elif "action" not in kind:
+            kind["metavar"] = key.split(".")[-1].upper()
+        group.add_argument(*names, dest=f"cfg:{key}", default=None, help=f"{f.metadata.get('help', '')} [{key}]",
+                           **kind)
+    p.add_argument("--config", metavar="JSON", help="start from this config (e.g. an earlier run's config.json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any config field, e.g. --set tune.lr=0.03 (repeatable)")
+
+
+def add_run_options(p: argparse.ArgumentParser, resume: bool = False) -> None:
+    """The options of a command that writes one run directory."""
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    if resume:
+        p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(cls, args):
+    """The config of a command: the defaults, then ``--config`` (old keys migrated), then the options given, then
+    ``--set`` overrides; validated by the dataclasses."""
+    cfg = cls()
+    if getattr(args, "config", None):
+        try:
+            with open(args.config, encoding="utf-8") as fh:
+                cfg = from_dict(cls, json.load(fh))
+        except OSError as e:
+            raise ConfigError(f"--config {args.config}: {e.strerror}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config {args.config}:{e.lineno}: not valid JSON ({e.msg})") from None
+    data = to_dict(cfg)
+    for dest, value in vars(args).items():
+        if dest.startswith("cfg:") and value is not None:
+            *parents, last = dest[4:].split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[last] = value
+    if getattr(args, "overwrite", False) and "overwrite" in data:
+        data["overwrite"] = True
+    return apply_overrides(from_dict(cls, data), getattr(args, "overrides", None) or [])

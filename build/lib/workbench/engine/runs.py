@@ -1,0 +1,241 @@
+"""Run directories and prompt files.
+
+A run writes ``config.json``, ``metrics.jsonl``, ``results.json`` and each tuned prompt as a PEFT prompt-tuning
+adapter (``adapter_config.json`` + ``adapter_model.safetensors`` holding ``prompt_embeddings``), plus a sidecar
+``workbench_prompt.json`` with what PEFT has no field for (insert position, provenance). Everything is written into a
+hidden temporary directory next to the target and renamed into place at the end, so a failed run leaves nothing
+half-written behind; an existing non-empty target is refused unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench._version import __version__
+
+PEFT_TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "mlm": "FEATURE_EXTRACTION", "seq2seq": "SEQ_2_SEQ_LM",
+                   "causal": "CAUSAL_LM"}
+
+
+class RunError(ValueError):
+    """The output directory cannot be used, or a saved file is not what it should be."""
+
+
+def atomic_write(path: str | Path, text: str):
+    """Write a text file through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def check_out_dir(out: str | Path, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise RunError(f"output directory {out} exists and is not empty; choose another --out or pass --overwrite")
+    return out
+
+
+class RunDir:
+    """A run directory built in a temporary sibling and moved into place by :meth:`commit`.
+
+    Use as a context manager: on an exception the temporary directory is removed and the target is untouched.
+    """
+
+    def __init__(self, out: str | Path, overwrite: bool = False):
+        self.final = check_out_dir(out, overwrite)
+        self.overwrite = overwrite
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}.partial-"))
+        self._metrics = open(self.path / "metrics.jsonl", "a", encoding="utf-8")
+        self.committed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        elif not self.committed:
+            self.commit()
+        return False
+
+    def log(self, record: dict):
+        self._metrics.write(json.dumps({"time": round(time.time(), 3), **record}, default=_json_default) + "\n")
+        self._metrics.flush()
+
+    def write_json(self, name: str, obj):
+        write_json(self.path / name, obj)
+
+    def commit(self) -> Path:
+        self._metrics.close()
+        if self.final.exists():
+            check_out_dir(self.final, self.overwrite)
+            shutil.rmtree(self.final) if self.final.is_dir() else self.final.unlink()
+        os.replace(self.path, self.final)
+        self.committed = True
+        return self.final
+
+    def abort(self):
+        self._metrics.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def save_prompt(directory: str | Path, prompt: torch.Tensor, backbone, extra: dict | None = None) -> Path:
+    """Save ``prompt`` (L, d) as a PEFT prompt-tuning adapter that ``PeftModel.from_pretrained`` can load."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    prompt = prompt.detach().float().cpu().contiguous()
+    L, d = prompt.shape
+    cfg = backbone.config
+    task_type = PEFT_TASK_TYPES[backbone.family]
+    adapter = {
+        "peft_type": "PROMPT_TUNING", "task_type": task_type, "num_virtual_tokens": L, "token_dim": d,
+        "num_transformer_submodules": 1,  # encoder-side prompt only (also for seq2seq)
+        "num_attention_heads": getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None),
+        "num_layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None),
+        "prompt_tuning_init": "RANDOM", "prompt_tuning_init_text": None, "tokenizer_name_or_path": backbone.path,
+        "tokenizer_kwargs": None, "base_model_name_or_path": backbone.path, "revision": None, "inference_mode": True,
+        "auto_mapping": None, "modules_to_save": None,
+    }
+    tmp = directory / ".adapter_model.safetensors.tmp"
+    save_file({"prompt_embeddings": prompt}, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / "adapter_model.safetensors")
+    write_json(directory / "adapter_config.json", adapter)
+    write_json(directory / "workbench_prompt.json", {"shape": [L, d], "backbone": backbone.name,
+                                                     "backbone_path": backbone.path, "family": backbone.family,
+                                                     **(extra or {})})
+    return directory
+
+
+def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
+    """Load a prompt from a PEFT adapter directory or a ``.safetensors`` file holding ``prompt_embeddings``."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    file = path / "adapter_model.safetensors" if path.is_dir() else path
+    if not file.exists():
+        raise RunError(f"no saved prompt at {path} (expected a PEFT adapter directory or a .safetensors file)")
+    if file.suffix != ".safetensors":
+        raise RunError(f"{file}: prompts load from safetensors only")
+    with safe_open(str(file), framework="pt") as f:
+        keys = list(f.keys())
+        if "prompt_embeddings" not in keys:
+            raise RunError(f"{file} holds {keys}, not 'prompt_embeddings'")
+        prompt = f.get_tensor("prompt_embeddings").float()
+    meta = {}
+    d = file.parent
+    if (d / "adapter_config.json").exists():
+        meta["adapter_config"] = json.loads((d / "adapter_config.json").read_text())
+        n = meta["adapter_config"].get("num_virtual_tokens")
+        if n and prompt.shape[0] == 2 * n:  # a PEFT seq2seq adapter: encoder rows come first
+            prompt = prompt[:n]
+    if (d / "workbench_prompt.json").exists():
+        meta["workbench"] = json.loads((d / "workbench_prompt.json").read_text())
+    return prompt, meta
+
+
+def environment(device: torch.device | None = None) -> dict:
+    """Versions, machine and code revision to record with every result."""
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("torch", "transformers", "peft", "numpy", "scikit-learn", "safetensors", "tokenizers", "datasets"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    info = {"workbench": __version__, "python": sys.version.split()[0], "packages": versions,
+            "platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "device": str(device) if device else None,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "git_commit": _git_commit()}
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def save_html(fig, path) -> Path:
+    """Write ``fig`` as a self-contained HTML page (plotly.js embedded) through a temporary file and a rename."""
+
+    path = Path(path)
+    atomic_write(path, fig.to_html(include_plotlyjs=True, full_html=True))
+    return path
+
+SNAP_TENSORS, SNAP_JSON = "snapshots.safetensors", "snapshots.json"
+
+
+# ----------------------------------------------------------------------------------------------- snapshots
+def save_snapshots(directory, snapshots: list[dict], best_step: int | None = None) -> Path:
+    """Write ``snapshots`` ({step, prompt (L, d), dev_acc, dev_loss} dicts, as in ``TuneResult.snapshots``)."""
+    import torch
+    from safetensors.torch import save_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {f"step_{s['step']:07d}": torch.as_tensor(s["prompt"]).detach().float().cpu().contiguous()
+               for s in snapshots}
+    save_file(tensors, str(d / f".{SNAP_TENSORS}.tmp"), metadata={"format": "pt"})
+    os.replace(d / f".{SNAP_TENSORS}.tmp", d / SNAP_TENSORS)
+    write_json(d / SNAP_JSON, {"steps": [int(s["step"]) for s in snapshots],
+                               "dev_acc": [float(s["dev_acc"]) for s in snapshots],
+                               "dev_loss": [float(s["dev_loss"]) for s in snapshots], "best_step": best_step,
+                               "tensors": SNAP_TENSORS, "key_format": "step_<7-digit step>"})
+    return d
+
+
+def load_snapshots(directory) -> dict | None:
+    """{steps, prompts (S, L, d) float32, dev_acc, dev_loss, best_step} or None when the folder has no snapshots."""
+    from safetensors.numpy import load_file
+
+    d = Path(directory)
+    if not (d / SNAP_JSON).is_file():
+        return None
+    try:
+        meta = json.loads((d / SNAP_JSON).read_text(encoding="utf-8"))
+        arrays = load_file(str(d / SNAP_TENSORS))
+    except (OSError, ValueError) as e:
+        raise RunError(f"{d}: unreadable snapshots ({type(e).__name__}: {e})") from None
+    keys = [f"step_{s:07d}" for s in meta["steps"]]
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise RunError(f"{d / SNAP_TENSORS}: tensors {missing[:3]} named in {SNAP_JSON} are missing")
+    return {**meta, "prompts": np.stack([arrays[k].astype(np.float32) for k in keys])}

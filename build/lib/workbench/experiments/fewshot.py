@@ -1,0 +1,181 @@
+"""The few-shot harness: datasets x methods x seeds -> rows, a summary, and one run directory.
+
+A method is ``zero-shot``, ``linear-probe``, or the name of a registered init (prompt tuning from that init).
+Everything that can be checked is checked before any training: methods, datasets, k-shot splits for every seed,
+prompt length against the model's positions, and the output directory.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from workbench.config import ConfigError, FewShotConfig, to_dict
+from workbench.engine.backbones import Backbone, load_backbone, set_threads
+from workbench.engine.data import load_dataset
+from workbench.engine.heads import make_head
+from workbench.engine.runs import (
+    RunDir,
+    check_out_dir,
+    environment,
+    save_prompt,
+    save_snapshots,
+)
+from workbench.engine.splits import kshot_split
+from workbench.engine.templates import resolve_format
+from workbench.experiments.baselines import linear_probe
+from workbench.learn.inits import INITS, InitContext, downstream_grad_hook, make_prompt
+from workbench.learn.tuner import evaluate, tune_prompt
+
+BASELINES = ("zero-shot", "linear-probe")
+
+
+def known_methods() -> list[str]:
+    return list(BASELINES) + sorted(INITS)
+
+
+def check_methods(methods: list[str]):
+    unknown = [m for m in methods if m not in BASELINES and m not in INITS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown}; registered: {known_methods()}")
+
+
+@dataclass
+class Prepared:
+    """A dataset ready to run: its data, format, head and k-shot splits."""
+
+    dataset: object
+    fmt: object
+    head: object
+    splits: dict
+
+
+def prepare(cfg: FewShotConfig, backbone: Backbone) -> list[Prepared]:
+    out = []
+    for name in cfg.datasets:
+        ds = load_dataset(name)
+        fmt = resolve_format(ds.name, ds.task, ds.labels, backbone.family, cfg.task)
+        head = make_head(backbone, fmt, cfg.task, cfg.prompt, cfg.tune.max_length)
+        if any(m in INITS for m in cfg.methods):
+            head.check_prompt_length(cfg.prompt.length)
+        splits = {seed: kshot_split(ds, cfg.k, seed) for seed in cfg.seeds}
+        out.append(Prepared(ds, fmt, head, splits))
+    return out
+
+
+def run_fewshot(cfg: FewShotConfig, backbone: Backbone | None = None, progress: bool = True) -> dict:
+    """Run the grid and write ``cfg.out``; return the results dict (also in ``results.json``)."""
+    check_methods(cfg.methods)
+    check_out_dir(cfg.out, cfg.overwrite)
+    set_threads()
+    backbone = backbone or load_backbone(cfg.backbone)
+    prepared = prepare(cfg, backbone)
+    rows: list[dict] = []
+    t_start = time.perf_counter()
+    with RunDir(cfg.out, cfg.overwrite) as run:
+        run.write_json("config.json", to_dict(cfg))
+        total = len(prepared) * len(cfg.seeds) * len(cfg.methods)
+        bar = tqdm(total=total, desc="fewshot", disable=not progress)
+        for prep in prepared:
+            ds, head = prep.dataset, prep.head
+            test = ds.splits["test"]
+            zs_test = None  # the unprompted test pass is seed-independent: computed once, shared by the baselines
+            for seed in cfg.seeds:
+                split = prep.splits[seed]
+                for method in cfg.methods:
+                    bar.set_postfix_str(f"{ds.name} {method} seed={seed}")
+                    t0 = time.perf_counter()
+                    base = {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "n_train": len(split.train),
+                            "n_dev": len(split.dev), "n_test": len(test)}
+                    if method in BASELINES:
+                        if zs_test is None:
+                            zs_test = evaluate(head, test, None, cfg.tune.eval_batch_size, cfg.tune.eval_precision,
+                                               features=True, progress=progress, desc=f"{ds.name} test (no prompt)")
+                        row = _baseline(method, head, split, zs_test, cfg, seed)
+                    else:
+                        row = _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress)
+                    row = {**base, **row, "wall_s": round(time.perf_counter() - t0, 3)}
+                    rows.append(row)
+                    run.log({"event": "row", **row})
+                    bar.update(1)
+        bar.close()
+        results = {
+            "rows": rows,
+            "summary": summarise(rows),
+            "environment": environment(backbone.device),
+            "backbone": backbone.describe(),
+            "data": {p.dataset.name: {**p.dataset.describe(), "file_hashes": p.dataset.file_hashes(),
+                                      "format": p.fmt.as_dict(),
+                                      "splits": {s: sp.as_dict() for s, sp in p.splits.items()}} for p in prepared},
+            "wall_s": round(time.perf_counter() - t_start, 2),
+            "config": to_dict(cfg),
+        }
+        run.write_json("results.json", results)
+    results["out"] = str(run.final)
+    return results
+
+
+def _baseline(method, head, split, zs_test, cfg, seed) -> dict:
+    ev = lambda xs: evaluate(head, xs, None, cfg.tune.eval_batch_size, cfg.tune.eval_precision, features=True)
+    dev = ev(split.dev)
+    if method == "zero-shot":
+        return {"dev_acc": dev["acc"], "dev_f1": dev["f1"], "dev_loss": dev["loss"], "test_acc": zs_test["acc"],
+                "test_f1": zs_test["f1"], "best_step": 0, "steps_run": 0}
+    tr = ev(split.train)
+    lp = linear_probe(tr["features"], [e.label for e in split.train], dev["features"], [e.label for e in split.dev],
+                      zs_test["features"], [e.label for e in split.test], head.n_classes, seed)
+    return {"dev_acc": lp["dev"]["acc"], "dev_f1": lp["dev"]["f1"], "dev_loss": lp["dev"]["loss"],
+            "test_acc": lp["test"]["acc"], "test_f1": lp["test"]["f1"], "best_step": 0, "steps_run": 0,
+            "probe_C": lp["C"]}
+
+
+def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> dict:
+    ds, head = prep.dataset, prep.head
+    ctx = InitContext(backbone=backbone, cfg=cfg.prompt, seed=seed, fmt=prep.fmt, dataset=ds, split=split,
+                      extras={"config": cfg, "applies_grad_hook": True, "progress": progress})  # cfg.meta
+    init, prov = make_prompt(method, ctx)
+    log = lambda rec: run.log({"event": "eval", "dataset": ds.name, "method": method, "seed": seed, **rec})
+    res = tune_prompt(head, init, split.train, split.dev, cfg.tune, seed, log=log, progress=progress,
+                      desc=f"{ds.name} {method} s{seed}", grad_hook=downstream_grad_hook(method, prov, head))
+    test = evaluate(head, split.test, res.prompt, cfg.tune.eval_batch_size, cfg.tune.eval_precision, progress=progress,
+                    desc=f"{ds.name} test")
+    adapter = save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
+                          {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "best_step": res.best_step,
+                           "dev_acc": res.dev["acc"], "insert_offset": head.offset, "provenance": prov})
+    if res.snapshots:  # tune.snapshot_every > 0: the prompt's trajectory, next to the adapter
+        save_snapshots(adapter, res.snapshots, best_step=res.best_step)
+    return {"dev_acc": res.dev["acc"], "dev_f1": res.dev["f1"], "dev_loss": res.dev["loss"], "test_acc": test["acc"],
+            "test_f1": test["f1"], "best_step": res.best_step, "steps_run": res.steps_run,
+            "stopped_early": res.stopped_early, "step0_dev_acc": res.step0_dev["acc"]}
+
+
+def summarise(rows: list[dict], keys=("test_acc", "test_f1", "dev_acc")) -> list[dict]:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) of ``keys`` per dataset x method."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["method"]), []).append(r)
+    out = []
+    for (dataset, method), rs in groups.items():
+        entry = {"dataset": dataset, "method": method, "n": len(rs)}
+        for key in keys:
+            v = np.array([r[key] for r in rs], dtype=float)
+            entry[f"{key}_mean"] = float(v.mean())
+            entry[f"{key}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        out.append(entry)
+    return out
+
+
+SUMMARY_COLUMNS = (("test_acc", "test acc"), ("test_f1", "test macro-F1"), ("dev_acc", "dev acc"))
+
+
+def format_summary(summary: list[dict], columns=SUMMARY_COLUMNS) -> str:
+    """A plain-text table: ``columns`` ((key, title) pairs; default test accuracy, macro-F1, dev accuracy) as
+    mean ± std in % per dataset and method."""
+    head = f"{'dataset':<12} {'method':<16} " + " ".join(f"{t:>14}" for _, t in columns) + f" {'n':>3}"
+    lines = [head, "-" * len(head)]
+    for s in summary:
+        cells = " ".join(f"{100 * s[k + '_mean']:5.1f} ± {100 * s[k + '_std']:4.1f}".rjust(14) for k, _ in columns)
+        lines.append(f"{s['dataset']:<12} {s['method']:<16} {cells} {s['n']:>3}")
+    return "\n".join(lines)

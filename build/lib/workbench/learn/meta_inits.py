@@ -1,0 +1,91 @@
+"""The one factory for meta-learned inits: build the meta-training config a meta init needs for its target, train
+it once (or find it in the cache), load the prompt.
+
+Every meta init (``metapt``, ``mpt-maml``, ``mpt-fomaml``, ``mpt-reptile``, ``multitask``, ``supmer``,
+``supmer+psi``) trains a :class:`~workbench.config.MetaTrainConfig` made from the caller's
+:class:`~workbench.config.FewShotConfig` sections (``meta``, ``pseudo``, ``labelled``, ``selfsup``, ``supmer``: the
+same keys as ``meta-train``) with the method and source its name implies. Runs are cached in
+``$WORKBENCH_CACHE/meta/<init>-<hash>`` (default ``~/.cache/workbench/meta``), keyed by the full config + target +
+backbone weights, so one meta init serves every seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from workbench.config import ConfigError, FewShotConfig, MetaTrainConfig, PromptConfig, to_dict
+from workbench.engine.runs import load_prompt
+from workbench.learn.inits import InitContext
+from workbench.learn.metatrain import run_meta_training
+
+_TRAINED: dict[str, tuple] = {}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench").expanduser() / "meta"
+
+
+def method_and_source(init: str, fs: FewShotConfig) -> tuple[str, str]:
+    """The meta-learner and task source a meta init trains with."""
+    table = {"metapt": (fs.meta.metapt_method, "pseudo"), "mpt-maml": ("maml", "labelled"),
+             "mpt-fomaml": ("fomaml", "labelled"), "mpt-reptile": ("reptile", "labelled"),
+             "multitask": ("multitask", fs.meta.multitask_source), "supmer": ("supmer", "selfsup"),
+             "supmer+psi": ("supmer", "selfsup")}
+    if init not in table:
+        raise ConfigError(f"{init!r} is not a meta init; meta inits: {sorted(table)}")
+    return table[init]
+
+
+def meta_config_for(init: str, ctx: InitContext) -> MetaTrainConfig:
+    """The MetaTrainConfig that meta init ``init`` trains for ``ctx``'s target, from the caller's FewShotConfig
+    (``ctx.extras["config"]``; defaults otherwise)."""
+    fs = ctx.extras.get("config") or FewShotConfig()
+    method, source = method_and_source(init, fs)
+    target = ctx.dataset.name if ctx.dataset is not None else None
+    if ctx.dataset is not None and getattr(ctx.dataset, "source", None) and Path(ctx.dataset.source).is_dir():
+        target = ctx.dataset.source  # a dataset given by path: decontaminate against that very folder
+    return MetaTrainConfig(
+        method=method, source=source, target=target,
+        backbone=dataclasses.replace(fs.backbone, name=ctx.backbone.name),
+        prompt=PromptConfig(length=ctx.length, init="random", position=ctx.cfg.position,
+                            pool_prompt=ctx.cfg.pool_prompt),
+        task=fs.task, meta=fs.meta, pseudo=fs.pseudo, labelled=fs.labelled, selfsup=fs.selfsup, supmer=fs.supmer)
+
+
+def cache_key(cfg: MetaTrainConfig, backbone) -> str:
+    ident = {**to_dict(cfg), "out": None, "backbone_weights": backbone.describe().get("weights_sha256"),
+             "backbone_path": str(backbone.path)}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def trained_prompt(init: str, ctx: InitContext):
+    """Train (or load from the cache) the prompt of meta init ``init`` for ``ctx``; returns (prompt (L, d),
+    provenance, run directory)."""
+    cfg = meta_config_for(init, ctx)
+    key = cache_key(cfg, ctx.backbone)
+    out = cache_root() / f"{init.replace('+psi', '')}-{key}"
+    cfg.out = str(out)
+    use_cache = cfg.meta.cache
+    if key not in _TRAINED or not use_cache:
+        if not (use_cache and (out / "results.json").is_file()):
+            same = cfg.method != "maml" or ctx.backbone.attn == "eager"
+            run_meta_training(cfg, backbone=ctx.backbone if same else None, resume=use_cache,
+                              overwrite=not use_cache, progress=ctx.extras.get("progress", True))
+        _TRAINED[key] = load_prompt(out / "prompt")
+    prompt, _ = _TRAINED[key]
+    want = (ctx.length, ctx.backbone.hidden_size)
+    if tuple(prompt.shape) != want:
+        raise ConfigError(f"meta prompt {out} has shape {tuple(prompt.shape)} but backbone "
+                          f"{ctx.backbone.name!r} with prompt.length={ctx.length} needs {want}")
+    prov = {"meta_run": str(out), "method": cfg.method, "source": cfg.source, "target": cfg.target, "cache_key": key,
+            "meta_steps": cfg.meta.steps, "task_visits": cfg.meta.steps * cfg.meta.meta_batch}
+    return prompt, prov, out
+
+
+def meta_init(init: str, ctx: InitContext):
+    """The init function of every meta init except SUPMER's (which adds its ψ): the trained prompt, provenance."""
+    prompt, prov, _ = trained_prompt(init, ctx)
+    return prompt, prov

@@ -1,0 +1,198 @@
+"""Meta-training of a soft prompt over a task source, with checkpoints and exact resume; the meta inits; the CLI.
+
+:func:`run_meta_training` samples ``meta_batch`` episodes per step from a source (``workbench.tasks``), asks the
+meta-learner (``workbench.meta``) for the meta-gradient of the prompt ``P`` (one batched backbone pass per meta-batch
+by default), and applies it with the outer optimizer. Every ``eval_every`` steps it scores fixed meta-validation
+episodes before and after inner adaptation. The run directory gets ``config.json``, ``metrics.jsonl``,
+``results.json``, the learned prompt as a PEFT adapter in ``prompt/`` and the last checkpoint in ``checkpoints/``.
+
+Work happens in ``<out>.partial`` (checkpoints every ``checkpoint_every`` steps: P, optimizer state, numpy and torch
+RNG states, the learner's ``state``; tensors in safetensors, the rest JSON), renamed to ``<out>`` when training ends,
+so a finished run is never half-written and an interrupted one resumes (``resume=True``) to the same final prompt as
+an uninterrupted run. Resuming under a different configuration is refused, naming the differing keys.
+
+The inits ``metapt`` (pseudo-tasks), ``mpt-maml``, ``mpt-fomaml``, ``mpt-reptile`` (labelled sources) and
+``multitask`` train such a prompt for the harness's target (knobs: ``FewShotConfig.meta``) or load it from the cache
+``$WORKBENCH_CACHE/meta/<hash>`` (default ``~/.cache/workbench/meta``), keyed by the full meta config + target +
+backbone, so one meta init serves every seed.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from workbench.config import (
+    BackboneConfig,
+    ConfigError,
+    MetaTrainConfig,
+    from_dict,
+    to_dict,
+)
+from workbench.engine.backbones import load_backbone, set_threads
+from workbench.engine.runs import (
+    RunError,
+    check_out_dir,
+    environment,
+    save_prompt,
+    write_json,
+)
+from workbench.learn.checkpoints import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from workbench.learn.inits import InitContext, make_prompt
+from workbench.learn.meta import LEARNERS, evaluate_episodes, meta_step
+from workbench.learn.tuner import TuningError
+from workbench.tasks.episodes import SOURCES, make_source
+from workbench.tasks.labelled import resolve_sources
+
+IGNORED_ON_RESUME = ("meta.checkpoint_every", "out")  # keys that may differ between a checkpoint and its resumption
+
+
+def _optimizer(P, cfg: MetaTrainConfig):
+    if cfg.meta.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+        return Adafactor([P], lr=cfg.meta.lr, weight_decay=cfg.meta.weight_decay, relative_step=False, scale_parameter=False,
+                         warmup_init=False, clip_threshold=1.0)
+    cls = torch.optim.Adam if cfg.meta.optimizer == "adam" else torch.optim.AdamW
+    return cls([P], lr=cfg.meta.lr, weight_decay=cfg.meta.weight_decay)
+
+
+def _lr(cfg: MetaTrainConfig, step: int) -> float:
+    return cfg.meta.lr if cfg.meta.schedule == "constant" else cfg.meta.lr * max(0.0, 1 - step / cfg.meta.steps)
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        if f"{prefix}{k}" in IGNORED_ON_RESUME:
+            continue
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            keys += _diff(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False, overwrite: bool = False,
+                      progress: bool = True, stop_after: int | None = None) -> dict:
+    """Meta-train a prompt; return the results dict (also in ``<out>/results.json``). ``stop_after`` ends the run
+    after that many steps as if interrupted (the work directory stays, for ``resume``; used by tests)."""
+    from tqdm.auto import tqdm
+    if cfg.method not in LEARNERS:
+        raise ConfigError(f"unknown meta-learner {cfg.method!r}; registered: {sorted(LEARNERS)}")
+    if cfg.source not in SOURCES:
+        raise ConfigError(f"unknown task source {cfg.source!r}; registered: {sorted(SOURCES)}")
+    out = Path(cfg.out)
+    work = out.with_name(out.name + ".partial")
+    config = to_dict(cfg)
+    if resume and (out / "results.json").is_file():  # finished already: nothing to do
+        return json.loads((out / "results.json").read_text(encoding="utf-8"))
+    check_out_dir(out, overwrite)
+    if work.exists() and not resume:
+        if not overwrite:
+            raise RunError(f"an interrupted run is in {work}: pass --resume to continue it or --overwrite to restart")
+        shutil.rmtree(work)
+    ckpt = latest_checkpoint(work) if resume and work.exists() else None
+    if resume and work.exists() and (work / "config.json").is_file():
+        old = json.loads((work / "config.json").read_text(encoding="utf-8"))
+        if diff := _diff(old, config):
+            raise ConfigError(f"cannot resume {work}: its configuration differs in {diff} "
+                              "(use the same settings, or --overwrite to start again)")
+    if cfg.source == "labelled":  # refuse leakage / empty configurations before loading anything
+        resolve_sources(cfg.target, cfg.labelled.sources, cfg.labelled.datasets)
+    set_threads()
+    if backbone is None:
+        bcfg = cfg.backbone
+        if cfg.method == "maml" and not bcfg.second_order:
+            bcfg = from_dict(BackboneConfig, {**to_dict(bcfg), "second_order": True, "attn": "eager"})
+        backbone = load_backbone(bcfg)
+    if cfg.method == "maml" and backbone.attn != "eager":
+        raise ConfigError("method 'maml' differentiates through the inner step: load the backbone with "
+                          "backbone.second_order=true (eager attention)")
+    t0 = time.perf_counter()
+    source = make_source(cfg.source, cfg, backbone, target=cfg.target)
+    torch.manual_seed(cfg.meta.seed)
+    init, prov = make_prompt(cfg.prompt.init, InitContext(backbone, cfg.prompt, cfg.meta.seed))
+    P = torch.nn.Parameter(init.to(backbone.device))
+    opt = _optimizer(P, cfg)
+    learner = LEARNERS[cfg.method]
+    state = learner.init_state(P, cfg, backbone) if learner.init_state else {}
+    val_rng = np.random.default_rng([cfg.meta.seed, 1])
+    has_split = "split" in inspect.signature(source.sample).parameters
+    val = source.sample(val_rng, cfg.meta.val_tasks, **({"split": "val"} if has_split else {}))
+    rng = np.random.default_rng([cfg.meta.seed, 0])
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(work / "config.json", config)
+    start = load_checkpoint(ckpt, P, opt, rng, state) if ckpt else 0
+    metrics = work / "metrics.jsonl"
+    if metrics.exists():  # drop records written after the checkpoint we resume from
+        keep = [l for l in metrics.read_text(encoding="utf-8").splitlines() if start and json.loads(l)["step"] <= start
+                and not (start == cfg.meta.steps and json.loads(l)["event"] == "val" and json.loads(l)["step"] == start)]
+        metrics.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+
+    def log(rec):
+        with open(metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
+
+    def validate(step):
+        r = evaluate_episodes(P, val, cfg.meta.inner_lr, cfg.meta.inner_steps, cfg.meta.batched, chunk=max(cfg.meta.meta_batch, 1))
+        log({"event": "val", "step": step, **r})
+        return r
+
+    last_val = validate(0) if start == 0 else None
+    bar = tqdm(total=cfg.meta.steps, initial=start, desc=f"meta-train {cfg.method}", disable=not progress)
+    step = start
+    while step < cfg.meta.steps:
+        if stop_after is not None and step - start >= stop_after:
+            bar.close()
+            return {"interrupted_at": step, "work": str(work)}
+        episodes = source.sample(rng, cfg.meta.meta_batch)
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step)
+        loss, grad, logs = meta_step(cfg.method, P, episodes, cfg, cfg.meta.batched, state)
+        if not (torch.isfinite(torch.as_tensor(loss)).all() and torch.isfinite(grad).all()):
+            raise TuningError(f"meta-step {step + 1} of {cfg.method!r}: the loss or meta-gradient is not finite "
+                              f"(loss {float(loss)}); lower meta.lr / meta.inner_lr, or check the tasks {[e.name for e in episodes]}")
+        opt.zero_grad(set_to_none=True)
+        P.grad = grad.detach().to(P.dtype)
+        gnorm = torch.nn.utils.clip_grad_norm_([P], cfg.meta.grad_clip).item() if cfg.meta.grad_clip > 0 else \
+            P.grad.norm().item()
+        opt.step()
+        step += 1
+        log({"event": "train", "step": step, "loss": float(loss), "grad_norm": gnorm, "lr": _lr(cfg, step - 1),
+             **{k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool))},
+             "tasks": [e.name for e in episodes]})
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.3f}")
+        if step % cfg.meta.eval_interval == 0 or step == cfg.meta.steps:
+            last_val = validate(step)
+        if step % cfg.meta.checkpoint_interval == 0 or step == cfg.meta.steps:
+            save_checkpoint(work, step, P, opt, rng, state)
+    bar.close()
+    if last_val is None:
+        last_val = validate(step)
+    results = {"method": cfg.method, "source": source.describe(), "steps": step, "final_val": last_val,
+               "learner": learner.description, "init_provenance": prov, "wall_s": round(time.perf_counter() - t0, 2),
+               "resumed_from": ckpt.name if ckpt else None, "backbone": backbone.describe(),
+               "environment": environment(backbone.device), "config": config}
+    save_prompt(work / "prompt", P.detach(), backbone, {"method": cfg.method, "source": cfg.source,
+                                                        "target": cfg.target, "steps": step,
+                                                        "insert_offset": val[0].head.offset if val else None})
+    if learner.finalize:
+        learner.finalize(state, work)
+    write_json(work / "results.json", results)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(work, out)
+    results["out"] = str(out)
+    return results

@@ -1,0 +1,1 @@
+"""ipywidgets panels for the notebooks; thin wrappers over ``experiments`` and ``viz``."""

@@ -1,0 +1,131 @@
+"""Figures and tables from a benchmark directory (``results.json`` written by :mod:`workbench.benchmark`).
+
+Pure functions, no training: :func:`load_benchmark`, :func:`cell_table` (long form: one row per dataset x k x method),
+:func:`leaderboard_table` (methods x cells, mean ± std, average rank), :func:`bars` (per-dataset bars with error bars),
+:func:`k_curve` (accuracy against k), :func:`rank_plot` (average rank, per-cell ranks behind it) and
+:func:`export_markdown`. Figures are plotly with hover text; save them with :func:`workbench.viz.save_html`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from workbench.engine.runs import atomic_write
+from workbench.engine.stats import rank_with_ties
+from workbench.experiments.benchmark import leaderboard_markdown
+
+
+def load_benchmark(bench_dir) -> dict:
+    path = Path(bench_dir)
+    if not path.is_dir():
+        raise ValueError(f"benchmark directory {path} does not exist")
+    res = path / "results.json"
+    if not res.is_file():
+        hint = " (rows.jsonl is there: resume the benchmark with --resume to finish it)" if (
+            path / "rows.jsonl").exists() else ""
+        raise ValueError(f"{res} is missing: {path} is not a finished benchmark{hint}")
+    return json.loads(res.read_text(encoding="utf-8"))
+
+
+def _res(x) -> dict:
+    return x if isinstance(x, dict) else load_benchmark(x)
+
+
+def cell_table(results) -> pd.DataFrame:
+    """dataset, k, cell, method, test_acc (mean, %), test_acc_std, test_f1, n, rank (within the cell)."""
+
+    r = _res(results)
+    df = pd.DataFrame([{"dataset": s["dataset"], "k": s["k"], "cell": f"{s['dataset']} k={s['k']}",
+                        "method": s["method"], "test_acc": 100 * s["test_acc_mean"],
+                        "test_acc_std": 100 * s["test_acc_std"], "test_f1": 100 * s["test_f1_mean"], "n": s["n"]}
+                       for s in r["summary"]])
+    df["rank"] = 0.0
+    for _, idx in df.groupby("cell", sort=False).groups.items():
+        df.loc[idx, "rank"] = rank_with_ties(df.loc[idx, "test_acc"].tolist())
+    return df
+
+
+def method_order(results) -> list[str]:
+    return [e["method"] for e in _res(results)["statistics"]["ranks"]]
+
+
+def leaderboard_table(results) -> pd.DataFrame:
+    """One row per method (best average rank first): "mean ± std" per cell, then the average rank."""
+    r = _res(results)
+    df = cell_table(r)
+    cells = list(dict.fromkeys(df["cell"]))
+    out = df.assign(value=df["test_acc"].map("{:.1f}".format) + " ± " + df["test_acc_std"].map("{:.1f}".format))
+    table = out.pivot(index="method", columns="cell", values="value").reindex(columns=cells)
+    ranks = {e["method"]: e["avg_rank"] for e in r["statistics"]["ranks"]}
+    table["avg rank"] = [round(ranks[m], 2) for m in table.index]
+    return table.loc[method_order(r)].reset_index()
+
+
+def _colors(methods) -> dict:
+    import plotly.express as px
+    pal = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
+    return {m: pal[i % len(pal)] for i, m in enumerate(methods)}
+
+
+def bars(results):
+    """Test accuracy per method, one panel per (dataset, k) cell, error bars = std over seeds."""
+    import plotly.express as px
+
+    r = _res(results)
+    df = cell_table(r)
+    order = method_order(r)
+    fig = px.bar(df, x="method", y="test_acc", error_y="test_acc_std", color="method", facet_col="cell",
+                 facet_col_wrap=4, category_orders={"method": order, "cell": list(dict.fromkeys(df["cell"]))},
+                 color_discrete_map=_colors(order), hover_data={"n": True, "test_f1": ":.1f", "rank": True},
+                 labels={"test_acc": "test acc (%)"})
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_layout(title="test accuracy (mean ± std over seeds)", showlegend=False)
+    return fig
+
+
+def k_curve(results):
+    """Test accuracy against k, one line per method, one panel per dataset (datasets run at several k)."""
+    import plotly.express as px
+
+    r = _res(results)
+    df = cell_table(r)
+    multi = df.groupby("dataset")["k"].nunique()
+    keep = multi[multi > 1].index.tolist() or df["dataset"].unique().tolist()
+    df = df[df["dataset"].isin(keep)].sort_values("k")
+    order = method_order(r)
+    fig = px.line(df, x="k", y="test_acc", error_y="test_acc_std", color="method", facet_col="dataset",
+                  markers=True, category_orders={"method": order}, color_discrete_map=_colors(order),
+                  hover_data={"n": True, "rank": True}, labels={"test_acc": "test acc (%)", "k": "k (per class)"})
+    fig.update_xaxes(type="log", tickvals=sorted(df["k"].unique()))
+    fig.update_layout(title="accuracy against k (mean ± std over seeds)")
+    return fig
+
+
+def rank_plot(results):
+    """Average rank per method (bars, 1 = best) with each cell's rank as a dot."""
+    import plotly.graph_objects as go
+
+    r = _res(results)
+    df = cell_table(r)
+    ranks = r["statistics"]["ranks"]
+    order = [e["method"] for e in ranks]
+    fig = go.Figure(go.Bar(y=order, x=[e["avg_rank"] for e in ranks], orientation="h", name="average rank",
+                           marker_color=[_colors(order)[m] for m in order],
+                           customdata=[[e["n_cells"]] for e in ranks],
+                           hovertemplate="%{y}: average rank %{x:.2f} over %{customdata[0]} cells<extra></extra>"))
+    fig.add_trace(go.Scatter(y=df["method"], x=df["rank"], mode="markers", name="rank in a cell",
+                             marker=dict(color="black", size=6, opacity=0.6), text=df["cell"],
+                             customdata=df[["test_acc"]].values,
+                             hovertemplate="%{y} on %{text}: rank %{x}, acc %{customdata[0]:.1f}%<extra></extra>"))
+    fig.update_yaxes(categoryorder="array", categoryarray=order[::-1])
+    fig.update_layout(title="average rank across (dataset, k) cells (1 = best)", xaxis_title="rank")
+    return fig
+
+
+def export_markdown(results, path) -> Path:
+    """Write the leaderboard markdown (the same text as the benchmark's ``leaderboard.md``) to ``path``."""
+
+    atomic_write(path, leaderboard_markdown(_res(results)))
+    return Path(path)
