@@ -22,15 +22,12 @@ also under ``comparisons`` in results.json).
 """
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from workbench.config import (
     BackboneConfig,
@@ -56,10 +53,7 @@ from workbench.experiments.fewshot import summarise as _summarise
 from workbench.learn.inits import InitContext, make_prompt
 from workbench.learn.tuner import (
     TuneResult,
-    TuningError,
-    autocast_ctx,
     evaluate,
-    make_optimizer,
     metrics,
     predict,
     tune_prompt,
@@ -135,65 +129,20 @@ def resample_probs(head, examples, base, draw, gen, cfg: TuneConfig) -> np.ndarr
 
 def tune_resampled(head, base_init, draw, train, dev, cfg: TuneConfig, seed: int, R: int, log=None,
                    progress: bool = True, desc: str = "resample") -> TuneResult:
-    """Learn ``base`` with a fresh particle offset every step; select on dev with R fixed draws (probs averaged)."""
-    t0 = time.perf_counter()
-    device = head.bb.device
-    torch.manual_seed(seed)
+    """Learn ``base`` with a fresh particle offset every step; select on dev with R fixed draws (probs averaged).
+
+    :func:`tune_prompt` with two hooks: step t feeds ``base + draw(gen)`` (``gen`` seeded ``seed + 1``, one draw per
+    step), and a base is scored on dev through the offsets ``draw(Generator(10_000 + 97 seed + r))``, r < R."""
     gen = torch.Generator().manual_seed(seed + 1)
     dev_offsets = [draw(torch.Generator().manual_seed(10_000 + seed * 97 + r)) for r in range(R)]
-    base = base_init.detach().clone().float().to(device).requires_grad_(True)
-    opt = make_optimizer([base], cfg)
-    labels = torch.tensor([e.label for e in train])
     dev_y = np.array([e.label for e in dev])
-    history: list[dict] = []
-    order = torch.Generator().manual_seed(seed)
-    queue: list[int] = []
 
-    def dev_eval(step, train_loss):
-        p = ensemble_probs(head, dev, base.detach().cpu(), dev_offsets, cfg).mean(0)
-        m = metrics(np.log(np.clip(p, 1e-12, 1)), dev_y, head.n_classes)
-        rec = {"step": step, "dev_acc": m["acc"], "dev_f1": m["f1"], "dev_loss": m["loss"], "train_loss": train_loss}
-        history.append(rec)
-        if log:
-            log(rec)
-        return m
+    def dev_score(base):
+        p = ensemble_probs(head, dev, base.cpu(), dev_offsets, cfg).mean(0)
+        return metrics(np.log(np.clip(p, 1e-12, 1)), dev_y, head.n_classes)
 
-    first = dev_eval(0, None)
-    best = {"key": (first["acc"], -first["loss"]), "step": 0, "dev": first, "prompt": base.detach().cpu().clone()}
-    since, steps_run, stopped, running = 0, 0, False, []
-    for step in tqdm(range(1, cfg.steps + 1), desc=desc, leave=False, disable=not progress):
-        if len(queue) < cfg.batch_size:
-            queue += torch.randperm(len(train), generator=order).tolist()
-        idx, queue = queue[: cfg.batch_size], queue[cfg.batch_size:]
-        batch = head.batch([train[i] for i in idx])
-        prompt = base + draw(gen).to(device)
-        with autocast_ctx(device, cfg.autocast):
-            logits, _ = head.forward(batch, prompt)
-        loss = F.cross_entropy(logits.float(), labels[idx].to(device))
-        if not torch.isfinite(loss):
-            raise TuningError(f"non-finite training loss at step {step} ({desc}); lower tune.lr (now {cfg.lr})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([base], cfg.grad_clip)
-        opt.step()
-        steps_run = step
-        running.append(loss.item())
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            m = dev_eval(step, float(np.mean(running)))
-            running = []
-            if (m["acc"], -m["loss"]) > best["key"]:
-                best = {"key": (m["acc"], -m["loss"]), "step": step, "dev": m, "prompt": base.detach().cpu().clone()}
-                since = 0
-            else:
-                since += 1
-            if cfg.patience and since >= cfg.patience:
-                stopped = True
-                break
-    if not math.isfinite(best["dev"]["loss"]):
-        raise TuningError(f"non-finite dev loss for every evaluated prompt ({desc})")
-    return TuneResult(best["prompt"], best["step"], best["dev"], first, steps_run, stopped,
-                      time.perf_counter() - t0, history)
+    return tune_prompt(head, base_init, train, dev, cfg, seed, log, progress, desc,
+                       prompt_fn=lambda base, step: base + draw(gen).to(base.device), dev_score=dev_score)
 
 
 def _save_probs(run, ds, seed, method, probs, labels, members=None):

@@ -103,25 +103,36 @@ def make_optimizer(params, cfg: TuneConfig):
                      warmup_init=False, clip_threshold=1.0)
 
 
+def grad_scaler(cfg: TuneConfig, device: torch.device):
+    """A loss scaler for fp16 autocast on CUDA (fp16 gradients underflow without one); None otherwise."""
+    return torch.amp.GradScaler("cuda") if cfg.autocast == "fp16" and device.type == "cuda" else None
+
+
 def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int, log=None, progress: bool = True,
-                desc: str = "tune", grad_hook=None) -> TuneResult:
+                desc: str = "tune", grad_hook=None, prompt_fn=None, dev_score=None) -> TuneResult:
     """Tune a copy of ``init`` on ``train``; return the best-on-dev prompt.
 
     ``log(record)`` receives one dict per dev evaluation. ``grad_hook(prompt_grad, batch)`` may rewrite the prompt's
-    gradient before each optimiser step (SUPMER's learned gradient transform uses it).
+    gradient before each optimiser step (SUPMER's learned gradient transform uses it). ``prompt_fn(prompt, step)``
+    returns the prompt that training step ``step`` (1, 2, ...) feeds the model, a function of the learned ``prompt``
+    through which the gradient flows back to it (default: the learned prompt itself; BayesPrompt's resample mode adds
+    a fresh particle offset). ``dev_score(prompt) -> {"acc", "f1", "loss"}`` scores a learned prompt on dev for
+    selection, early stopping and snapshots (default: :func:`evaluate` on ``dev``).
     """
     t0 = time.perf_counter()
     device = head.bb.device
     torch.manual_seed(seed)
     prompt = init.detach().clone().float().to(device).requires_grad_(True)
     opt = make_optimizer([prompt], cfg)
-    scaler = torch.amp.GradScaler("cuda") if cfg.autocast == "fp16" and device.type == "cuda" else None
+    scaler = grad_scaler(cfg, device)
     gen = torch.Generator().manual_seed(seed)
     labels_all = torch.tensor([ex.label for ex in train])
     queue: list[int] = []
+    prompt_fn = prompt_fn or (lambda p, step: p)
+    dev_score = dev_score or (lambda p: evaluate(head, dev, p, cfg.eval_batch_size, cfg.eval_precision))
 
     def dev_eval(step, train_loss):
-        r = evaluate(head, dev, prompt.detach(), cfg.eval_batch_size, cfg.eval_precision)
+        r = dev_score(prompt.detach())
         rec = {"step": step, "dev_acc": r["acc"], "dev_f1": r["f1"], "dev_loss": r["loss"], "train_loss": train_loss}
         history.append(rec)
         if log:
@@ -140,8 +151,9 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
             queue += torch.randperm(len(train), generator=gen).tolist()
         idx, queue = queue[: cfg.batch_size], queue[cfg.batch_size:]
         batch = head.batch([train[i] for i in idx])
+        used = prompt_fn(prompt, step)
         with autocast_ctx(device, cfg.autocast):
-            logits, _ = head.forward(batch, prompt)
+            logits, _ = head.forward(batch, used)
         loss = F.cross_entropy(logits.float(), labels_all[idx].to(device))
         if not torch.isfinite(loss):
             raise TuningError(f"non-finite training loss ({loss.item()}) at step {step} ({desc}); "
@@ -183,7 +195,7 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
             bar.set_postfix(dev=f"{r['acc']:.3f}", best=f"{best['dev']['acc']:.3f}")
             stop_now = bool(cfg.patience and since >= cfg.patience)
         if snap and (step % snap == 0 or step == cfg.steps or stop_now):
-            r = r or evaluate(head, dev, prompt.detach(), cfg.eval_batch_size, cfg.eval_precision)
+            r = r or dev_score(prompt.detach())
             snapshots.append(_snapshot(step, prompt, r))
         if stop_now:
             stopped = True
