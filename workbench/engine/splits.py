@@ -1,5 +1,7 @@
 """Few-shot splits and cross-dataset overlap: :func:`kshot_split` (k train + k dev examples per class by seed, the
-full test split) and :func:`decontaminate` (drop source examples whose normalised text occurs in a target's texts)."""
+full test split), :func:`subsample` (a seeded subset of a test split, for smoke runs and capped test sets) and
+:func:`decontaminate` (drop source examples whose normalised text occurs in a target's texts).
+"""
 from __future__ import annotations
 
 import random
@@ -54,6 +56,15 @@ def kshot_split(ds: Dataset, k: int, seed: int) -> FewShotSplit:
     random.Random(seed).shuffle(dv)
     return FewShotSplit(ds.name, k, seed, [train_all[i] for i in tr], [train_all[i] for i in dv],
                         list(ds.splits["test"]))
+
+
+def subsample(examples: list, limit: int | None, seed: int = 0) -> list:
+    """At most ``limit`` of ``examples`` (all of them, as a new list, when ``limit`` is None or not below their
+    number): the indices drawn by ``random.Random(seed).sample``, kept in their original order. The benchmark's
+    ``test_limit``, the bayes runs' ``test_limit`` and domain generalisation's ``max_test`` all use it."""
+    if limit is None or len(examples) <= limit:
+        return list(examples)
+    return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), limit))]
 
 
 # ----------------------------------------------------------------------------------------------- overlap

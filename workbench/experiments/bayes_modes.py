@@ -22,7 +22,6 @@ also under ``comparisons`` in results.json).
 """
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -46,6 +45,7 @@ from workbench.engine.runs import (
     environment,
     save_prompt,
 )
+from workbench.engine.splits import subsample
 from workbench.experiments.bayes_report import compare, protocol_line, report
 from workbench.experiments.fewshot import check_methods, prepare
 from workbench.experiments.fewshot import format_summary as harness_format
@@ -77,7 +77,7 @@ class BayesRunConfig:
     modes: list[str] = field(default_factory=lambda: list(MODES))
     baselines: list[str] = field(default_factory=lambda: ["zero-shot", "random", "vocab"])
     ensemble_size: int = 8  # R: prompts drawn at test (ensemble) and for dev selection of the resampled base
-    test_limit: int = 0  # 0 = full test split; else a seeded (random.Random(0)) subset of this size (smoke runs)
+    test_limit: int = 0  # 0 = full test split; else a seeded subset of this size (splits.subsample; smoke runs)
     out: str = "runs/bayes"
     overwrite: bool = False
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -181,9 +181,7 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
             ds, head = prep.dataset, prep.head
             for seed in cfg.seeds:
                 split = prep.splits[seed]
-                test = split.test
-                if cfg.test_limit and cfg.test_limit < len(test):
-                    test = [test[i] for i in sorted(random.Random(0).sample(range(len(test)), cfg.test_limit))]
+                test = subsample(split.test, cfg.test_limit or None)
                 y = np.array([e.label for e in test])
                 base_row = {"dataset": ds.name, "seed": seed, "k": cfg.k, "n_train": len(split.train),
                             "n_dev": len(split.dev), "n_test": len(test), "density_data": cfg.bayes.density_data}

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from workbench.config import (
 from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.data import list_datasets, load_dataset
 from workbench.engine.runs import RunError, atomic_write, environment, write_json
+from workbench.engine.splits import subsample
 from workbench.engine.stats import statistics, summarise
 from workbench.experiments import fewshot as harness
 from workbench.experiments.fewshot import BASELINES, known_methods
@@ -216,12 +216,6 @@ class _Log:
         self._f.flush()
 
 
-def _subsample(test: list, limit: int | None) -> list:
-    if limit is None or len(test) <= limit:
-        return list(test)
-    return [test[i] for i in sorted(random.Random(0).sample(range(len(test)), limit))]
-
-
 def plan(resolved: dict) -> list[tuple]:
     """Every row key in run order: cell (dataset, k), then seed, then method."""
     return [(ds, k, m, s) for ds, k in resolved["cells"] for s in resolved["seeds"] for m in resolved["methods"]]
@@ -265,7 +259,7 @@ def run_benchmark(suite, out, resume: bool = False, backbone=None, progress: boo
                     continue
                 cfg = _fewshot(resolved, ds_name, k, str(out))
                 prep = harness.prepare(cfg, backbone)[0]
-                test = _subsample(prep.dataset.splits["test"], resolved["test_limit"])
+                test = subsample(prep.dataset.splits["test"], resolved["test_limit"])
                 for split in prep.splits.values():
                     split.test = test
                 runlike = _Log(out, k, met_f)

@@ -24,13 +24,12 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-import numpy as np
 
 from workbench.config import ConfigError, PromptConfig, TaskConfig, TuneConfig
 from workbench.engine.data import Dataset, load_dataset
 from workbench.engine.heads import make_head
 from workbench.engine.runs import load_prompt, save_prompt
-from workbench.engine.splits import decontaminate, kshot_split, normalize_text, texts_of
+from workbench.engine.splits import decontaminate, kshot_split, normalize_text, subsample, texts_of
 from workbench.engine.templates import resolve_format
 from workbench.learn.inits import InitContext, make_prompt
 from workbench.learn.tuner import evaluate, tune_prompt
@@ -58,13 +57,6 @@ def _load(name: str, n_labels: int | None = None) -> Dataset:
         raise ConfigError(f"target {name!r} has labels {ds.labels} but the source has {n_labels} classes; domain "
                           "generalisation needs targets with the source's label set (e.g. binary sentiment)")
     return ds
-
-
-def _subsample(exs: list, n: int | None, seed: int = 0) -> list:
-    if n is None or len(exs) <= n:
-        return list(exs)
-    idx = sorted(np.random.default_rng(seed).choice(len(exs), n, replace=False).tolist())
-    return [exs[i] for i in idx]
 
 
 def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), source: str = "sst2",
@@ -95,8 +87,8 @@ def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), 
     fmt = resolve_format(src.name, src.task, src.labels, backbone.family, task)
     head = make_head(backbone, fmt, task, prompt, tune.max_length)
     head.check_prompt_length(prompt.length)
-    tests = {f"{src.name} (in-domain)": _subsample(src.splits["test"], max_test)}
-    tests.update({ds.name: _subsample(ds.splits["test"], max_test) for ds in tgts.values()})
+    tests = {f"{src.name} (in-domain)": subsample(src.splits["test"], max_test)}
+    tests.update({ds.name: subsample(ds.splits["test"], max_test) for ds in tgts.values()})
     rows, t_all = [], time.perf_counter()
     bar = tqdm(total=len(seeds) * len(methods), desc="domain generalisation", disable=not progress)
     for seed in seeds:
