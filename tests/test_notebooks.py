@@ -1,12 +1,11 @@
 """The quickstart notebook end to end under papermill (tiny model, toy data), the figures it draws, and its panel.
 
 The notebook runs in a separate kernel process: it inherits this process's environment, so WORKBENCH_DATA (the toy
-data) and PYTHONPATH (this checkout, as workbench is not pip-installed) are set with monkeypatch before executing.
+data) is set with monkeypatch before executing; workbench itself is installed (editable) in the kernel's environment.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ SEEDS = [13]
 def execute(tmp: Path, monkeypatch, data_dir: Path, **params) -> Path:
     """Run the notebook with ``params`` in ``tmp`` (its cwd); return the executed copy."""
     monkeypatch.setenv("WORKBENCH_DATA", str(data_dir))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     out = tmp / "executed.ipynb"
     papermill.execute_notebook(str(NOTEBOOK), str(out), kernel_name="python3", parameters=params, cwd=str(tmp),
                                progress_bar=False, execution_timeout=300)
@@ -77,6 +75,7 @@ def test_notebook_writes_a_complete_run(quickstart_run):
 
 
 def test_viz_on_the_notebook_run(quickstart_run, tmp_path):
+    from workbench.engine.runs import save_html
     from workbench.viz import runs as viz
 
     run, _ = quickstart_run
@@ -98,7 +97,7 @@ def test_viz_on_the_notebook_run(quickstart_run, tmp_path):
     assert list(table["method"]) == METHODS and {"test_acc", "test_acc_std", "n"} <= set(table.columns)
     assert table["test_acc"].between(0, 100).all()
 
-    path = viz.save_html(bars, tmp_path / "figs" / "bars.html")
+    path = save_html(bars, tmp_path / "figs" / "bars.html")
     assert path.is_file() and "<html" in path.read_text()[:500].lower()
     assert [p.name for p in path.parent.iterdir()] == ["bars.html"]  # no temporary file left behind
 

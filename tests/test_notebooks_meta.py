@@ -1,12 +1,12 @@
 """Notebooks 01 (clustering) and 02 (meta-training) end to end under papermill on a tiny model and toy data, and the
-figure/widget helpers they use (workbench.metaviz).
+figure/widget helpers they use (workbench.viz.clusters, workbench.viz.meta, workbench.ui.panels).
 
-As in test_notebooks.py, the notebook kernel inherits WORKBENCH_DATA (the toy data) and PYTHONPATH (this checkout).
+As in test_notebooks.py, the notebook kernel inherits WORKBENCH_DATA (the toy data) and WORKBENCH_CACHE; workbench
+itself is installed (editable) in the kernel's environment.
 """
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -45,7 +45,6 @@ def write_toy_brown(root: Path, n_per: int = 14, seed: int = 0) -> Path:
 def execute(nb: Path, tmp: Path, monkeypatch, data_dir: Path, **params) -> Path:
     monkeypatch.setenv("WORKBENCH_DATA", str(data_dir))
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp / "cache"))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     out = tmp / f"executed_{nb.stem}.ipynb"
     papermill.execute_notebook(str(nb), str(out), kernel_name="python3", parameters=params, cwd=str(tmp),
                                progress_bar=False, execution_timeout=300)
@@ -53,8 +52,8 @@ def execute(nb: Path, tmp: Path, monkeypatch, data_dir: Path, **params) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- notebook 01
-NB01_PARAMS = ["corpus", "backbone", "method", "k", "limit", "seed", "projection", "umap_neighbors", "k_sweep",
-               "out_dir", "interactive"]
+NB01_PARAMS = ["corpus", "backbone", "method", "n_clusters", "limit", "seed", "drop_empty", "projection",
+               "umap_neighbors", "n_clusters_sweep", "out_dir", "overwrite", "interactive"]
 
 
 def test_nb01_committed_clean_and_parameterised():
@@ -64,14 +63,16 @@ def test_nb01_committed_clean_and_parameterised():
 def test_nb01_runs_on_a_toy_corpus(tiny, tmp_path, monkeypatch):
     write_toy_brown(tmp_path / "data")
     nb = execute(NB01, tmp_path, monkeypatch, tmp_path / "data", corpus="brown", backbone=tiny["bert"],
-                 method="kmeans", k=3, limit=30, seed=1, projection="pca", k_sweep=[2, 4], out_dir="runs/c",
-                 interactive=False)
+                 method="kmeans", n_clusters=3, limit=30, seed=1, projection="pca", n_clusters_sweep=[2, 4],
+                 out_dir="runs/c", interactive=False)
     out = tmp_path / "runs" / "c"
     res = json.loads((out / "results.json").read_text())
-    assert res["k"] == 3 and res["corpus"]["n"] == 30 and sum(res["sizes"]) == 30 and res["projection"] == "pca"
+    assert res["n_clusters"] == 3 and res["corpus"]["n"] == 30 and sum(res["sizes"]) == 30 and res["projection"] == "pca"
     d = res["diagnostics"]
     assert d["n_genres"] == 3 and 1 / 3 <= d["genre_purity"] <= 1 and 0 <= d["genre_nmi"] <= 1
-    assert [r["k"] for r in res["k_sweep"]] == [2, 4] and all("genre_nmi" in r for r in res["k_sweep"])
+    assert [r["k"] for r in res["n_clusters_sweep"]] == [2, 4] and all("genre_nmi" in r for r in res["n_clusters_sweep"])
+    config = json.loads((out / "config.json").read_text())  # the run directory `workbench cluster` writes
+    assert config["command"] == "cluster" and config["n_clusters"] == 3 and config["limit"] == 30
     from workbench.tasks.corpus import load_clustering
     c = load_clustering(out)
     assert c.k == 3 and len(c.assignments) == 30
@@ -86,9 +87,9 @@ def test_nb01_lda_with_k_panel(tiny, tmp_path, monkeypatch):
     pytest.importorskip("ipywidgets")
     write_toy_brown(tmp_path / "data")
     nb = execute(NB01, tmp_path, monkeypatch, tmp_path / "data", corpus="brown", backbone=tiny["bert"], method="lda",
-                 k=3, limit=0, projection="pca", k_sweep=[], out_dir="runs/lda", interactive=True)
+                 n_clusters=3, limit=None, projection="pca", n_clusters_sweep=[], out_dir="runs/lda", interactive=True)
     res = json.loads((tmp_path / "runs" / "lda" / "results.json").read_text())
-    assert res["method"] == "lda" and res["corpus"]["n"] == 42 and res["k_sweep"] is None
+    assert res["method"] == "lda" and res["corpus"]["n"] == 42 and res["n_clusters_sweep"] is None
     assert not (tmp_path / "runs" / "lda" / "k_sweep.html").exists()
     assert "application/vnd.jupyter.widget-view+json" in nb.read_text()  # the K panel was displayed
 
@@ -155,9 +156,10 @@ def test_meta_curves_from_metrics(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- notebook 02
-NB02_PARAMS = ["method", "source", "sources", "targets", "backbone", "corpus", "pseudo_features", "n_clusters",
-               "source_k", "meta_steps", "meta_batch", "k", "seeds", "steps", "prompt_length", "max_length",
-               "similarity", "similarity_steps", "out_dir", "overwrite", "interactive"]
+NB02_PARAMS = ["method", "source", "labelled_sources", "labelled_datasets", "targets", "backbone", "pseudo_corpus",
+               "pseudo_features", "pseudo_n_clusters", "labelled_k", "meta_steps", "meta_batch", "meta_eval_every", "k",
+               "seeds", "tune_steps", "prompt_length", "tune_max_length", "similarity", "similarity_steps", "out_dir",
+               "overwrite", "interactive"]
 
 
 def write_distinct(root: Path, name: str, topic: bool = False, n_per_class: int = 8, n_test: int = 4, seed: int = 0,
@@ -189,10 +191,11 @@ def test_nb02_meta_trains_compares_and_scatters(tiny, tmp_path, monkeypatch):
     write_distinct(data, "srcb", topic=True, seed=3)
     write_toy_brown(data)  # the vocab init counts token frequencies in "brown": the toy one is quick
     # explicit sources: a named configuration (leave-one-out) would also take the shared datasets on the search path
-    nb = execute(NB02, tmp_path, monkeypatch, data, method="fomaml", source="labelled", sources="srca,srcb",
-                 targets=["toy"], backbone=tiny["bert"], source_k=2, meta_steps=2, meta_batch=2, k=2, seeds=[13, 21],
-                 steps=2, prompt_length=2, max_length=24, similarity=True, similarity_steps=2, out_dir="runs/m",
-                 overwrite=True, interactive=True)
+    nb = execute(NB02, tmp_path, monkeypatch, data, method="fomaml", source="labelled",
+                 labelled_datasets=["srca", "srcb"], targets=["toy"], backbone=tiny["bert"], labelled_k=2, meta_steps=2,
+                 meta_batch=2, meta_eval_every=1, k=2, seeds=[13, 21], tune_steps=2, prompt_length=2,
+                 tune_max_length=24, similarity=True, similarity_steps=2, out_dir="runs/m", overwrite=True,
+                 interactive=True)
     out = tmp_path / "runs" / "m"
     res = json.loads((out / "results.json").read_text())
     meta = res["meta_runs"]["toy"]
@@ -201,6 +204,10 @@ def test_nb02_meta_trains_compares_and_scatters(tiny, tmp_path, monkeypatch):
     assert (out / "meta" / "toy" / "prompt" / "adapter_model.safetensors").is_file()
     recs = [json.loads(ln) for ln in (out / "meta" / "toy" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if r["event"] == "train"] == [1, 2]
+    assert [r["step"] for r in recs if r["event"] == "val"] == [0, 1, 2]  # meta_eval_every=1 -> meta.eval_every
+    config = json.loads((out / "meta" / "toy" / "config.json").read_text())
+    assert config["meta"]["steps"] == 2 and config["labelled"]["k"] == 2
+    assert config["labelled"]["datasets"] == ["srca", "srcb"]
     assert sorted({r["method"] for r in res["rows"]}) == ["meta-fomaml", "random", "vocab"]
     assert len(res["rows"]) == 6 and {r["seed"] for r in res["rows"]} == {13, 21}
     by = {(r["method"], r["seed"]): r["test_acc"] for r in res["rows"]}
@@ -226,9 +233,9 @@ def test_nb02_metapt_on_pseudo_tasks(tiny, tmp_path, monkeypatch):
         leaked = json.loads((data / "toy" / "test.jsonl").read_text().splitlines()[0])["text"]
         f.write(json.dumps({"doc": 0, "text": leaked}) + "\n")
     execute(NB02, tmp_path, monkeypatch, data, method="reptile", source="pseudo", targets=["toy"],
-            backbone=tiny["bert"], corpus="brown", pseudo_features="tfidf", n_clusters=3, meta_steps=2, meta_batch=2,
-            k=2, seeds=[13], steps=2, prompt_length=2, max_length=24, similarity=True, out_dir="runs/p",
-            overwrite=True, interactive=False)
+            backbone=tiny["bert"], pseudo_corpus="brown", pseudo_features="tfidf", pseudo_n_clusters=3, meta_steps=2,
+            meta_batch=2, k=2, seeds=[13], tune_steps=2, prompt_length=2, tune_max_length=24, similarity=True,
+            out_dir="runs/p", overwrite=True, interactive=False)
     out = tmp_path / "runs" / "p"
     res = json.loads((out / "results.json").read_text())
     src = res["meta_runs"]["toy"]["source"]

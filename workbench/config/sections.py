@@ -111,7 +111,7 @@ class MetaConfig:
                         "selfsup.per_task_support)")
     query: int = knob(2, "query examples per class of a task (SUPMER's tasks: selfsup.per_task_query)")
     inner_lr: float = knob(0.1, "SGD step size on the prompt in the inner loop")
-    inner_steps: int = knob(1, "inner-loop steps (MAML, FOMAML, Reptile: >= 1)")
+    inner_steps: int = knob(1, "inner-loop SGD steps on each task's support set (Reptile: >= 1)")
     optimizer: str = knob("adamw", "outer optimizer", ("adam", "adamw", "adafactor"))
     lr: float = knob(3e-2, "outer learning rate")
     weight_decay: float = knob(0.0, "outer weight decay")
@@ -322,6 +322,6 @@ class MetaTrainConfig:
     out: str = knob("runs/meta", "run directory")
 
     def __post_init__(self):
-        if self.method in ("maml", "fomaml", "reptile") and self.meta.inner_steps < 1:
-            raise ConfigError(f"meta.inner_steps must be >= 1 for method {self.method!r} (it adapts the prompt "
-                              f"before the meta-gradient), got {self.meta.inner_steps}")
+        if self.method == "reptile" and self.meta.inner_steps < 1:
+            raise ConfigError(f"meta.inner_steps must be >= 1 for method 'reptile' (its update is (P - P') / "
+                              f"(inner_lr * inner_steps)), got {self.meta.inner_steps}")

@@ -337,7 +337,7 @@ def leaderboard_markdown(results: dict) -> str:
              f"(evaluation: {suite['tune'].get('eval_autocast', 'same')})",
              f"- seeds: {suite['seeds']} (k-shot train + dev of k per class; best-on-dev prompt; test never used "
              f"for selection)",
-             f"- test sets: " + ("full" if limit is None else f"**subsample of at most {limit} examples per dataset** "
+             "- test sets: " + ("full" if limit is None else f"**subsample of at most {limit} examples per dataset** "
                                  f"(random, seed 0; same for every row)"),
              f"- machine: {env.get('platform')}, {env.get('cpu_count')} CPUs, torch threads "
              f"{env.get('torch_threads')}, device {env.get('device')}",

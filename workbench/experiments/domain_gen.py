@@ -24,7 +24,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-
 from workbench.config import ConfigError, PromptConfig, TaskConfig, TuneConfig
 from workbench.engine.data import Dataset, load_dataset
 from workbench.engine.heads import make_head

@@ -75,8 +75,8 @@ def cluster_run(cfg: ClusterConfig, backbone=None, progress: bool = True) -> Clu
         write_json(run.path / "config.json", {"command": "cluster", **to_dict(cfg), "environment": environment(bb.device)})
         save_clustering(res, run.path)
         with open(run.path / "assignments.jsonl", "w", encoding="utf-8") as f:
-            for i, (t, d, c) in enumerate(zip(texts, docs, res.assignments.tolist())):
-                f.write(json.dumps({"index": i, "doc": d, "cluster": c, "text": t}, ensure_ascii=False) + "\n")
+            f.writelines(json.dumps({"index": i, "doc": d, "cluster": c, "text": t}, ensure_ascii=False) + "\n"
+                         for i, (t, d, c) in enumerate(zip(texts, docs, res.assignments.tolist())))
         wall = round(time.time() - t0, 2)
         run.log({"event": "done", "n": len(texts), "n_clusters": res.k, "wall_s": wall})
     genres = brown_genres(docs) if Path(str(cfg.corpus)).stem == "brown" else []
@@ -207,6 +207,13 @@ def supmer_variants(cfg: MetaTrainConfig, ablations=("no-psi", "no-mixup"), out_
     return runs
 
 
+def _supmer_option(config: dict, key: str) -> bool:
+    """``supmer.<key>`` of a run's config (older runs: ``source_options["supmer.<key>"]``, default true)."""
+    if "supmer" in config:
+        return bool(config["supmer"][key])
+    return str(config.get("source_options", {}).get(f"supmer.{key}", True)).lower() != "false"
+
+
 def supmer_ablation_table(runs: dict, dg: dict | None = None) -> pd.DataFrame:
     """One row per meta-training run (name -> run directory or results dict): its ``supmer.psi`` / ``supmer.mixup``,
     task types, final meta-validation query accuracy before/after the inner step, steps, and (``dg``: name ->
@@ -216,12 +223,9 @@ def supmer_ablation_table(runs: dict, dg: dict | None = None) -> pd.DataFrame:
     for name, run in runs.items():
         res = run if isinstance(run, dict) and "config" in run else \
             json.loads((Path(run["out"] if isinstance(run, dict) else run) / "results.json").read_text(encoding="utf-8"))
-        config = res["config"]
-        old = config.get("source_options", {})
-        opt = lambda key: bool(config["supmer"][key]) if "supmer" in config else \
-            str(old.get(f"supmer.{key}", True)).lower() != "false"  # noqa: E731
         v = res["final_val"]
-        row = {"run": name, "psi": opt("psi"), "mixup": opt("mixup"), "types": ",".join(res["source"].get("types", [])),
+        row = {"run": name, "psi": _supmer_option(res["config"], "psi"), "mixup": _supmer_option(res["config"], "mixup"),
+               "types": ",".join(res["source"].get("types", [])),
                "meta-val acc pre": round(100 * v["acc_pre"], 1), "meta-val acc post": round(100 * v["acc_post"], 1),
                "steps": res["steps"]}
         if dg and name in dg:

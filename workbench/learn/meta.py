@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from workbench.config import ConfigError
 from workbench.engine.joint import joint_forward
 from workbench.tasks.episodes import Episode
 
@@ -155,10 +156,16 @@ def meta_gradient(method: str, P: torch.Tensor, episodes: list[Episode], cfg, ba
     return loss, g
 
 
+ADAPTING = ("reptile",)  # learners whose gradient is undefined without an inner step ((P - P') / (lr * steps))
+
+
 def meta_step(method: str, P: torch.Tensor, episodes: list[Episode], cfg, batched: bool = True, state=None):
     """(meta-loss, gradient for P, logs dict) of one meta-batch under ``method``."""
     if method not in LEARNERS:
         raise ValueError(f"unknown meta-learner {method!r}; registered: {sorted(LEARNERS)}")
+    if method in ADAPTING and not (cfg.meta.inner_steps >= 1 and cfg.meta.inner_lr > 0):
+        raise ConfigError(f"meta-learner {method!r} divides by the inner steps: needs meta.inner_steps >= 1 and "
+                          f"meta.inner_lr > 0, got {cfg.meta.inner_steps} and {cfg.meta.inner_lr}")
     if not P.requires_grad:
         P = P.detach().requires_grad_(True)
     out = LEARNERS[method].fn(P, episodes, cfg, batched, state)

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.config import BayesConfig, choice, ConfigError, TaskConfig, to_dict
+from workbench.config import BayesConfig, ConfigError, TaskConfig, choice, to_dict
 from workbench.engine.data import Example
 from workbench.engine.heads import make_head
 from workbench.engine.runs import write_json

@@ -48,7 +48,7 @@ LEARNERS = [  # (name, gradient function, description, init_state, finalize)
     ("fomaml", meta.fomaml, "first-order MAML: the query gradient at the adapted prompt, applied to the prompt",
      None, None),
     ("reptile", meta.reptile, "Reptile: move toward the prompts adapted on each task's support set", None, None),
-    ("multitask", meta.multitask, "multi-task training: the plain gradient of the mean loss over the tasks' examples",
+    ("multitask", meta.multitask, "multi-task training: the gradient of the mean over tasks of each task's mean loss",
      None, None),
     ("supmer", supmer.supmer_learner, "SUPMER: first-order prompt meta-gradient through a learned gradient transform "
      "ψ, curriculum mixup on the query", supmer.supmer_init_state, supmer.supmer_finalize),

@@ -274,7 +274,7 @@ def explore_figures(cfg, warn=None) -> dict:
     Returns name -> figure, in that order."""
     if not cfg.runs:
         raise ExploreError("explore needs at least one run directory (runs)")
-    sel = dict(dataset=cfg.dataset or None)
+    sel = {"dataset": cfg.dataset or None}
     figs = {"token_space": token_space(cfg.runs, **sel, projection=cfg.projection, n_vocab=cfg.n_vocab,
                                        neighbours=cfg.neighbours)}
     if any(r.snapshots for r in load_prompt_runs(cfg.runs, sel["dataset"])):
