@@ -2,10 +2,11 @@
 ensemble's per-example spread, reliability diagrams. Pure functions of a :class:`~workbench.bayes.Distribution` or a
 run directory; :func:`workbench.viz.save_html` writes them as self-contained HTML.
 
-2-D views: ``method="pca"`` (default) projects the fitted space with a PCA fitted on the density data and the
-particles (initial and final) together; GMM components are drawn as their means with the 2-sigma ellipse of the
-projected covariance. ``method="umap"`` (needs umap-learn) embeds the same points non-linearly; component ellipses are
-then omitted (a covariance has no UMAP image) and the means are placed by the same UMAP transform.
+2-D views (:func:`workbench.viz.projection.fit_projection`): ``method="pca"`` (default) projects the fitted space
+with a PCA fitted on the density data and the particles (initial and final) together; GMM components are drawn as
+their means with the 2-sigma ellipse of the projected covariance. ``method="umap"`` (needs umap-learn) embeds the same
+points non-linearly; component ellipses are then omitted (a covariance has no UMAP image) and every point is placed
+in that map by its nearest fitted points (``Projection.place``).
 """
 from __future__ import annotations
 
@@ -16,22 +17,17 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.methods.bayes import ece, rerun_svgd
+from workbench.viz.projection import fit_projection
 
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
 def _projector(dist, method: str = "pca", seed: int = 0):
+    """(map of points to 2-D, the (d, 2) PCA axes or None): :func:`workbench.viz.projection.fit_projection` fitted on
+    the density data and the initial and final particles; other points are placed by ``Projection.place``."""
     pts = np.concatenate([dist.data.numpy(), dist.init_particles.numpy(), dist.particles.numpy()])
-    if method == "pca":
-        mean = pts.mean(0)
-        _, _, vt = np.linalg.svd(pts - mean, full_matrices=False)
-        w = vt[:2].T if vt.shape[0] >= 2 else np.pad(vt.T, ((0, 0), (0, 2 - vt.shape[0])))
-        return (lambda x: (np.asarray(x) - mean) @ w), w
-    if method == "umap":
-        import umap
-        red = umap.UMAP(n_components=2, n_neighbors=min(15, len(pts) - 1), random_state=seed).fit(pts)
-        return red.transform, None
-    raise ValueError(f"method must be 'pca' or 'umap', got {method!r}")
+    proj = fit_projection(pts, method, seed, min(15, len(pts) - 1), cache=False)
+    return proj.place, (proj.components.T if method == "pca" else None)
 
 
 def _ellipse(mean2, cov2, n=60, sigma=2.0):

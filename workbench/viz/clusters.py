@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from workbench.tasks.corpus import ClusterError, cluster, nmi, purity
+from workbench.viz.projection import fit_projection
 
-PROJECTIONS = ("umap", "pca")
 BROWN_GENRES = {"a": "press: reportage", "b": "press: editorial", "c": "press: reviews", "d": "religion",
                 "e": "skill and hobbies", "f": "popular lore", "g": "belles-lettres", "h": "government & misc.",
                 "j": "learned", "k": "fiction: general", "l": "fiction: mystery", "m": "fiction: science",
@@ -27,20 +27,12 @@ _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
 
 
 def project_2d(features, projection: str = "umap", n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
-    """(n, 2) coordinates of ``features`` (n, d): ``umap`` (umap-learn, cosine metric, ``n_neighbors`` capped at
-    n-1, seeded) or ``pca`` (scikit-learn, seeded)."""
+    """(n, 2) coordinates of ``features`` (n, d): ``umap`` (cosine metric, ``n_neighbors`` capped at n-1, seeded) or
+    ``pca``, both by :func:`workbench.viz.projection.fit_projection` (not cached on disk)."""
     x = np.asarray(features, dtype=np.float32)
-    if projection not in PROJECTIONS:
-        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
     if x.ndim != 2 or x.shape[0] < 3:
         raise ValueError(f"need at least 3 feature rows (n, d) to project, got shape {x.shape}")
-    if projection == "pca":
-        from sklearn.decomposition import PCA
-        return PCA(n_components=2, random_state=seed).fit_transform(x).astype(np.float32)
-    import umap  # umap-learn
-    reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), x.shape[0] - 1)), metric="cosine",
-                        random_state=seed, init="spectral" if x.shape[0] > 10 else "random")
-    return reducer.fit_transform(x).astype(np.float32)
+    return fit_projection(x, projection, seed, int(n_neighbors), cache=False).coords
 
 
 def _short(text: str, width: int = 80, chars: int = 240) -> str:

@@ -84,6 +84,7 @@ def fit_projection(base: np.ndarray, method: str = "umap", seed: int = 0, n_neig
         centred = (base - mean).astype(np.float64)
         _, vecs = np.linalg.eigh(centred.T @ centred)  # (d, d): cheap for many rows, unlike a full SVD
         vt = vecs[:, ::-1][:, :2].T.astype(np.float32)
+        vt = np.pad(vt, ((0, 2 - len(vt)), (0, 0)))  # one-dimensional data: a zero second axis
         comps = vt * np.sign(vt[:, :1] + 1e-12)  # fixed signs: the same data always gives the same picture
         return Projection("pca", base, (base - mean) @ comps.T, n_neighbors, mean, comps,
                           {"cache": "none", "fit_s": round(time.perf_counter() - t0, 3)})
@@ -146,10 +147,11 @@ def joint_coords(base: np.ndarray, extra: np.ndarray, method: str = "umap", seed
 def _read_coords(file: Path, n: int) -> np.ndarray | None:
     if not file.is_file():
         return None
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
     try:
-        from safetensors.numpy import load_file
         coords = load_file(str(file))["coords"]
-    except Exception:  # unreadable entry: refit and replace it
+    except (SafetensorError, OSError, KeyError):  # unreadable entry: refit and replace it
         return None
     return coords if coords.shape == (n, 2) else None
 
