@@ -82,8 +82,8 @@ def test_load_runs_combines_and_refuses_duplicates_mixed_protocols_and_non_runs(
     bad_out = tmp_path / "bad.md"
     assert main(["bayes-report", "--runs", f"{a},{tmp_path / 'd'}", "--out", str(bad_out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error:") and "d/results.json: no results.json" in err and not bad_out.exists()
+    assert err.startswith("error:") and "d/results.json: no such file (not a finished `python -m workbench bayes`" in err and not bad_out.exists()
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "results.json").write_text("{not json")
-    with pytest.raises(BayesError, match="e/results.json: not a bayes results file"):
+    with pytest.raises(BayesError, match=r"e/results.json:1: not valid JSON \(.*column 2\)"):
         load_runs([tmp_path / "e"])

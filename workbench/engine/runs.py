@@ -5,6 +5,10 @@ adapter (``adapter_config.json`` + ``adapter_model.safetensors`` holding ``promp
 ``workbench_prompt.json`` with what PEFT has no field for (insert position, provenance). Everything is written into a
 hidden temporary directory next to the target and renamed into place at the end, so a failed run leaves nothing
 half-written behind; an existing non-empty target is refused unless ``overwrite``.
+
+Reading: :func:`read_run` is the one reader of a run directory (:class:`Run`: ``config``, ``results``, ``metrics``,
+each parsed on first use); :func:`read_json` and :func:`read_jsonl` read one of its files. A missing or malformed
+file is a :class:`RunError` naming the file and, for bad JSON, the line.
 """
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,7 @@ import torch
 
 from workbench._version import __version__
 
+CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
 PEFT_TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "mlm": "FEATURE_EXTRACTION", "seq2seq": "SEQ_2_SEQ_LM",
                    "causal": "CAUSAL_LM"}
 
@@ -111,6 +118,78 @@ class RunDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------------------------- reading
+def _text(file: Path, hint: str) -> str:
+    if not file.is_file():
+        raise RunError(f"{file}: no such file" + (f" ({hint})" if hint else ""))
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RunError(f"{file}: not valid UTF-8") from None
+
+
+def _object(text: str, file: Path, line: int = 0) -> dict:
+    """``text`` (starting after line ``line`` of ``file``) as one JSON object."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunError(f"{file}:{line + e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{file}:{line + 1}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_json(file, hint: str = "") -> dict:
+    """A JSON object file; ``hint`` ends the message when the file is missing."""
+    file = Path(file)
+    return _object(_text(file, hint), file)
+
+
+def read_jsonl(file, hint: str = "") -> list[dict]:
+    """The JSON objects of a JSON-lines file, one per non-blank line."""
+    file = Path(file)
+    return [_object(ln, file, i) for i, ln in enumerate(_text(file, hint).split("\n")) if ln.strip()]
+
+
+@dataclass
+class Run:
+    """A run directory; ``config``, ``results`` and ``metrics`` (one dict per line) are parsed on first use."""
+
+    path: Path
+    hint: str = ""  # what the directory should be, for the messages about missing files
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def json(self, name: str) -> dict:
+        return read_json(self.path / name, self.hint)
+
+    def jsonl(self, name: str) -> list[dict]:
+        return read_jsonl(self.path / name, self.hint)
+
+    @cached_property
+    def config(self) -> dict:
+        return self.json(CONFIG)
+
+    @cached_property
+    def results(self) -> dict:
+        return self.json(RESULTS)
+
+    @cached_property
+    def metrics(self) -> list[dict]:
+        return self.jsonl(METRICS)
+
+
+def read_run(path, hint: str = "") -> Run:
+    """The run directory ``path`` (it must exist); ``hint`` (e.g. "expected a fewshot run's --out folder") ends the
+    message about a missing directory or file."""
+    path = Path(path)
+    if not path.is_dir():
+        raise RunError(f"run directory {path} does not exist" + (f" ({hint})" if hint else ""))
+    return Run(path, hint)
+
+
+# ----------------------------------------------------------------------------------------------- prompts
 def save_prompt(directory: str | Path, prompt: torch.Tensor, backbone, extra: dict | None = None) -> Path:
     """Save ``prompt`` (L, d) as a PEFT prompt-tuning adapter that ``PeftModel.from_pretrained`` can load."""
     from safetensors.torch import save_file
@@ -158,12 +237,12 @@ def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
     meta = {}
     d = file.parent
     if (d / "adapter_config.json").exists():
-        meta["adapter_config"] = json.loads((d / "adapter_config.json").read_text())
+        meta["adapter_config"] = read_json(d / "adapter_config.json")
         n = meta["adapter_config"].get("num_virtual_tokens")
         if n and prompt.shape[0] == 2 * n:  # a PEFT seq2seq adapter: encoder rows come first
             prompt = prompt[:n]
     if (d / "workbench_prompt.json").exists():
-        meta["workbench"] = json.loads((d / "workbench_prompt.json").read_text())
+        meta["workbench"] = read_json(d / "workbench_prompt.json")
     return prompt, meta
 
 
@@ -189,7 +268,7 @@ def _git_commit() -> str | None:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None
-    except Exception:
+    except (OSError, subprocess.SubprocessError):  # no git, or it hangs
         return None
 
 
@@ -229,8 +308,8 @@ def load_snapshots(directory) -> dict | None:
     d = Path(directory)
     if not (d / SNAP_JSON).is_file():
         return None
+    meta = read_json(d / SNAP_JSON)
     try:
-        meta = json.loads((d / SNAP_JSON).read_text(encoding="utf-8"))
         arrays = load_file(str(d / SNAP_TENSORS))
     except (OSError, ValueError) as e:
         raise RunError(f"{d}: unreadable snapshots ({type(e).__name__}: {e})") from None

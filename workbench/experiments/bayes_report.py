@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workbench.engine.runs import RESULTS, RunError, read_run
 from workbench.engine.stats import holm, paired_diffs, summarise
 from workbench.methods.bayes import BayesError
 
@@ -128,13 +129,13 @@ def load_runs(paths) -> tuple[list[dict], list[str]]:
     """Rows of several ``bayes`` run directories and one protocol line per run; see the module docstring."""
     rows, lines, owner, cell_protocol = [], [], {}, {}
     for path in map(Path, paths):
-        f = path / "results.json"
-        if not f.is_file():
-            raise BayesError(f"{f}: no results.json (not a finished `python -m workbench bayes` run directory)")
+        f = path / RESULTS
         try:
-            res = json.loads(f.read_text())
+            res = read_run(path, "not a finished `python -m workbench bayes` run directory").results
             run_rows, cfg = res["rows"], res["config"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except RunError as e:
+            raise BayesError(str(e)) from None
+        except (KeyError, TypeError) as e:
             raise BayesError(f"{f}: not a bayes results file ({type(e).__name__}: {e})") from None
         if "bayes" not in cfg or "ensemble_size" not in cfg:
             raise BayesError(f"{f}: not a `bayes` run (its config has no bayes section)")

@@ -39,7 +39,7 @@ from workbench.config import (
 )
 from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.data import list_datasets, load_dataset
-from workbench.engine.runs import RunError, atomic_write, environment, write_json
+from workbench.engine.runs import RESULTS, RunError, atomic_write, environment, read_json, write_json
 from workbench.engine.splits import subsample
 from workbench.engine.stats import statistics, summarise
 from workbench.experiments import fewshot as harness
@@ -233,7 +233,7 @@ def run_benchmark(suite, out, resume: bool = False, backbone=None, progress: boo
                            f"choose a new --out")
         if not (out / SUITE).is_file():
             raise RunError(f"{out} is not a benchmark directory (no {SUITE}); choose a new --out")
-        old = json.loads((out / SUITE).read_text(encoding="utf-8"))
+        old = read_json(out / SUITE)
         diff = suite_diff(old, resolved)
         if diff:
             raise ConfigError(f"cannot resume {out}: the suite differs from the one it was started with in {diff}; "
@@ -301,7 +301,7 @@ def finalize(out: Path, resolved: dict, rows: list[dict], backbone, session_s: f
         n_test = len(ds.splits["test"])
         data[ds_name] = {**ds.describe(), "file_hashes": ds.file_hashes(),
                          "test_used": min(n_test, resolved["test_limit"] or n_test), "test_full": n_test}
-    prev = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    prev = read_json(out / RESULTS) if (out / RESULTS).exists() else {}
     results = {
         "suite": resolved, "rows": rows, "summary": summarise(rows), "statistics": statistics(
             rows, resolved["reference"]),
@@ -313,7 +313,7 @@ def finalize(out: Path, resolved: dict, rows: list[dict], backbone, session_s: f
         "sessions": prev.get("sessions", []) + [{"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                                   "wall_s": round(session_s, 2), "command": command}],
     }
-    write_json(out / "results.json", results)
+    write_json(out / RESULTS, results)
     atomic_write(out / "leaderboard.md", leaderboard_markdown(results))
     results["out"] = str(out)
     return results

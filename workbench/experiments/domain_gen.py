@@ -27,7 +27,7 @@ from dataclasses import replace
 from workbench.config import ConfigError, PromptConfig, TaskConfig, TuneConfig
 from workbench.engine.data import Dataset, load_dataset
 from workbench.engine.heads import make_head
-from workbench.engine.runs import load_prompt, save_prompt
+from workbench.engine.runs import load_prompt, read_run, save_prompt
 from workbench.engine.splits import decontaminate, kshot_split, normalize_text, subsample, texts_of
 from workbench.engine.templates import resolve_format
 from workbench.learn.inits import InitContext, make_prompt
@@ -138,13 +138,10 @@ def ablation_table(runs: dict, dg: dict | None = None):
     """pandas DataFrame, one row per meta-training run (``{"name": run_dir}``): its SUPMER options, final
     meta-validation query accuracy before/after the inner step, and (``dg``: ``{"name": domain_generalisation
     result}``) the downstream test accuracy per test set."""
-    import json
-    from pathlib import Path
-
     import pandas as pd
     rows = []
     for name, run in runs.items():
-        res = json.loads((Path(run) / "results.json").read_text(encoding="utf-8"))
+        res = read_run(run, "expected a meta-training run directory").results
         opts = res["config"].get("source_options", {})
         v = res["final_val"]
         row = {"run": name, "psi": str(opts.get("supmer.psi", True)).lower() != "false",

@@ -37,7 +37,7 @@ from workbench.config import (
 )
 from workbench.engine.data import load_dataset
 from workbench.engine.heads import make_head
-from workbench.engine.runs import atomic_write, save_html, write_json
+from workbench.engine.runs import RunError, atomic_write, read_json, read_run, save_html, write_json
 from workbench.engine.splits import decontaminate, kshot_split, texts_of
 from workbench.engine.templates import resolve_format
 from workbench.learn.inits import InitContext, make_prompt
@@ -191,14 +191,11 @@ def task_similarity(backbone, target, sources, cfg: SimilarityConfig | None = No
 def _rows_of(results) -> list[dict]:
     """Rows from a results dict, a list of rows, a results.json file or a run directory."""
     if isinstance(results, (str, Path)):
-        p = Path(results)
-        p = p / "results.json" if p.is_dir() else p
-        if not p.is_file():
-            raise SimilarityError(f"{p}: no results.json (expected a fewshot run directory or its results.json)")
+        p, hint = Path(results), "expected a fewshot run directory or its results.json"
         try:
-            results = json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise SimilarityError(f"{p}: not valid JSON ({e.msg}, line {e.lineno})") from None
+            results = read_run(p, hint).results if p.is_dir() else read_json(p, hint)
+        except RunError as e:
+            raise SimilarityError(str(e)) from None
     rows = results.get("rows") if isinstance(results, dict) else results
     if not isinstance(rows, list):
         raise SimilarityError("results must be a results dict with 'rows', a list of rows, or a path to results.json")

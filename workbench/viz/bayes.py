@@ -10,15 +10,14 @@ in that map by its nearest fitted points (``Projection.place``).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import plotly.graph_objects as go
 
+from workbench.engine.runs import read_run
 from workbench.methods.bayes import ece, rerun_svgd
 from workbench.viz.projection import fit_projection
 
+BAYES_RUN = "expected the --out folder of a `python -m workbench bayes` run"
 _COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -123,7 +122,7 @@ def svgd_diagnostics(dist):
 def load_predictions(run_dir, dataset: str, seed: int) -> dict:
     """method -> {"probs" (N, C), "labels" (N,), ["members" (R, N, C)]} as numpy arrays."""
     from safetensors.numpy import load_file
-    d = Path(run_dir) / "predictions" / dataset / f"seed{seed}"
+    d = read_run(run_dir, BAYES_RUN).path / "predictions" / dataset / f"seed{seed}"
     if not d.is_dir():
         raise ValueError(f"no predictions at {d} (expected a bayes run directory)")
     return {f.stem: load_file(str(f)) for f in sorted(d.glob("*.safetensors"))}
@@ -170,7 +169,7 @@ def reliability_diagram(probs_by_method: dict, labels: np.ndarray, n_bins: int =
 def summary_table(run_dir):
     """Test acc and ECE (mean ± std over seeds, %) per dataset x method from ``results.json``."""
     import pandas as pd
-    res = json.loads((Path(run_dir) / "results.json").read_text())
+    res = read_run(run_dir, BAYES_RUN).results
     return pd.DataFrame([{"dataset": s["dataset"], "method": s["method"], "n": s["n"],
                           "test_acc": 100 * s["test_acc_mean"], "test_acc_std": 100 * s["test_acc_std"],
                           "test_ece": 100 * s["test_ece_mean"], "test_ece_std": 100 * s["test_ece_std"],

@@ -7,26 +7,21 @@ Pure functions, no training: :func:`load_benchmark`, :func:`cell_table` (long fo
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from workbench.engine.runs import atomic_write
+from workbench.engine.runs import RESULTS, RunError, atomic_write, read_run
 from workbench.engine.stats import rank_with_ties
-from workbench.experiments.benchmark import leaderboard_markdown
+from workbench.experiments.benchmark import ROWS, leaderboard_markdown
 
 
 def load_benchmark(bench_dir) -> dict:
-    path = Path(bench_dir)
-    if not path.is_dir():
-        raise ValueError(f"benchmark directory {path} does not exist")
-    res = path / "results.json"
-    if not res.is_file():
-        hint = " (rows.jsonl is there: resume the benchmark with --resume to finish it)" if (
-            path / "rows.jsonl").exists() else ""
-        raise ValueError(f"{res} is missing: {path} is not a finished benchmark{hint}")
-    return json.loads(res.read_text(encoding="utf-8"))
+    run = read_run(bench_dir, "expected a finished benchmark's --out folder")
+    if run.has(ROWS) and not run.has(RESULTS):
+        raise RunError(f"{run.path / RESULTS}: no such file: the benchmark is not finished ({ROWS} is there: resume "
+                       "the benchmark with --resume to finish it)")
+    return run.results
 
 
 def _res(x) -> dict:

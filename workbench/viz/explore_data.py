@@ -9,7 +9,6 @@ loss per step, the best step).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from workbench.config import BackboneConfig
 from workbench.engine.backbones import BackboneError, load_backbone
-from workbench.engine.runs import load_prompt, load_snapshots
+from workbench.engine.runs import RESULTS, load_prompt, load_snapshots, read_run
 from workbench.learn.inits import frequent_tokens
 
 _BACKBONES: dict[str, object] = {}
@@ -91,13 +90,8 @@ def load_prompt_runs(run_dirs, dataset: str | None = None, methods=None, seeds=N
 
 
 def _test_accuracies(run: Path) -> dict:
-    path = run / "results.json"
-    if not path.is_file():
-        return {}
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8")).get("rows", [])
-    except json.JSONDecodeError as e:
-        raise ExploreError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    r = read_run(run)
+    rows = r.results.get("rows", []) if r.has(RESULTS) else []
     return {(r["dataset"], r["method"], int(r["seed"])): r.get("test_acc") for r in rows if "seed" in r}
 
 

@@ -1,28 +1,18 @@
 """viz.meta."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from workbench.engine.runs import read_jsonl, read_run
 
 
 # ----------------------------------------------------------------------------------------------- meta-training
 def load_records(path) -> pd.DataFrame:
     """Every JSON object of a ``metrics.jsonl`` (a file or the run directory holding one) as a row."""
     p = Path(path)
-    p = p / "metrics.jsonl" if p.is_dir() else p
-    if not p.is_file():
-        raise ValueError(f"{p}: no metrics.jsonl (expected a meta-training run directory)")
-    recs = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}:{i}: not valid JSON ({e.msg})") from None
-            if isinstance(rec, dict):
-                recs.append(rec)
+    recs = read_jsonl(p) if p.is_file() else read_run(p, "expected a meta-training run directory").metrics
     return pd.DataFrame.from_records(recs)
 
 

@@ -6,50 +6,27 @@ and ``summary_table`` show the test numbers (mean ± std over seeds). ``save_htm
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
+
+from workbench.engine.runs import read_run
 
 BASELINES = ("zero-shot", "linear-probe")
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
             "#17becf")
 
 
-def _file(run_dir, name: str) -> Path:
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise ValueError(f"run directory {run} does not exist (expected the --out folder of a fewshot run)")
-    path = run / name
-    if not path.is_file():
-        raise ValueError(f"{path} is missing: {run} is not a complete run directory")
-    return path
+FEWSHOT_RUN = "expected the --out folder of a fewshot run"
 
 
 def load_metrics(run_dir) -> pd.DataFrame:
     """Every record of ``<run_dir>/metrics.jsonl`` as one row (columns: event, dataset, method, seed, step, ...)."""
-    path = _file(run_dir, "metrics.jsonl")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{i}: expected a JSON object, got {type(rec).__name__}")
-            records.append(rec)
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(read_run(run_dir, FEWSHOT_RUN).metrics)
 
 
 def load_results(run_dir) -> dict:
-    path = _file(run_dir, "results.json")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    return read_run(run_dir, FEWSHOT_RUN).results
 
 
 def _method_order(df: pd.DataFrame) -> list[str]:

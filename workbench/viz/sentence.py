@@ -11,7 +11,6 @@ prompt positions excluded), as the heads return them.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from workbench.config import (
 from workbench.engine.backbones import BackboneError, load_backbone
 from workbench.engine.data import DataError, load_dataset
 from workbench.engine.heads import make_head
+from workbench.engine.runs import CONFIG, read_run
 from workbench.engine.templates import resolve_format
 from workbench.learn.tuner import evaluate
 from workbench.methods.bayes import BayesError, load_distribution
@@ -55,12 +55,8 @@ def _example_text(ex) -> str:
 def _run_settings(run: Path):
     """The task/prompt/tune settings the run used (its config.json), or the defaults for sections it lacks."""
 
-    path, cfg = run / "config.json", {}
-    if path.is_file():
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ExploreError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    r = read_run(run)
+    path, cfg = r.path / CONFIG, r.config if r.has(CONFIG) else {}
     out = []
     for key, cls in (("task", TaskConfig), ("prompt", PromptConfig), ("tune", TuneConfig)):
         try:
@@ -172,11 +168,9 @@ def corpus_space(cluster_dir, dataset: str, n_corpus: int = 2000, n_target: int 
         cl = load_clustering(cdir)
     except ClusterError as e:
         raise ExploreError(f"{cdir} is not a cluster run directory: {e}") from None
-    afile = cdir / "assignments.jsonl"
-    if not afile.is_file():
-        raise ExploreError(f"{afile}: file not found (written by `python -m workbench cluster`)")
-    rows = [json.loads(line) for line in afile.read_text(encoding="utf-8").splitlines() if line.strip()]
-    cfg = json.loads((cdir / "config.json").read_text()) if (cdir / "config.json").is_file() else {}
+    run = read_run(cdir, "written by `python -m workbench cluster`")
+    rows = run.jsonl("assignments.jsonl")
+    cfg = run.config if run.has(CONFIG) else {}
     path = (cl.backbone or {}).get("path") or cfg.get("backbone")
     if backbone is None:
         try:

@@ -1,20 +1,15 @@
 """viz.supmer."""
 from __future__ import annotations
 
-from workbench.config import ConfigError
+from workbench.engine.runs import read_run
 
 
 def curriculum_figure(run_dir, title: str = "SUPMER: ψ gate and mixup curriculum"):
     """Plotly figure of a supmer meta-training run's ``metrics.jsonl``: the ψ gate and its regression target, the
     curriculum s, the mean sampled λ and the support/query alignment per step (hover shows the values)."""
-    import json
-    from pathlib import Path
-
     import plotly.graph_objects as go
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise ConfigError(f"{path}: no metrics.jsonl (not a meta-training run directory?)")
-    recs = [r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines()) if r.get("event") == "train"]
+    metrics = read_run(run_dir, "expected a meta-training run directory").metrics
+    recs = [r for r in metrics if r.get("event") == "train"]
     fig = go.Figure()
     for key, name in (("gate", "ψ gate c"), ("gate_target", "gate target"), ("curriculum_s", "curriculum s"),
                       ("lambda", "mean λ"), ("alignment", "alignment")):
