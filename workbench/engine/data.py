@@ -371,16 +371,25 @@ def load_dataset(name_or_path: str, *, search_path=None, hub: bool = True) -> Da
 
 
 # ----------------------------------------------------------------------------------------------- corpora
-def _corpus_file(name: str, search_path) -> pathlib.Path:
+def find_corpus(name: str, search_path=None) -> pathlib.Path | None:
+    """The file of corpus ``name``: an existing file, else the first of ``<dir>/<name>[.jsonl|.txt]`` and
+    ``<dir>/unlabeled/<name>.jsonl|.txt`` over the search path; None when there is none."""
     p = pathlib.Path(name).expanduser()
     if p.is_file():
         return p
-    dirs = _dirs(search_path)
-    for d in dirs:
+    for d in _dirs(search_path):
         for c in (d / name, d / f"{name}.jsonl", d / f"{name}.txt",
                   d / "unlabeled" / f"{name}.jsonl", d / "unlabeled" / f"{name}.txt"):
             if c.is_file():
                 return c
+    return None
+
+
+def _corpus_file(name: str, search_path) -> pathlib.Path:
+    found = find_corpus(name, search_path)
+    if found is not None:
+        return found
+    dirs = _dirs(search_path)
     avail = sorted({f.stem for d in dirs for f in (d / "unlabeled").glob("*") if f.suffix in (".jsonl", ".txt")})
     raise DataError(f"corpus {name!r} not found: not an existing file; looked in "
                     f"{[str(d) for d in dirs] or '(no data folders on the search path)'} "

@@ -15,7 +15,7 @@ import torch
 
 from workbench.config import ConfigError, PromptConfig
 from workbench.engine.backbones import Backbone
-from workbench.engine.data import read_corpus
+from workbench.engine.data import DataError, find_corpus, read_corpus
 from workbench.engine.runs import load_prompt
 
 
@@ -85,29 +85,34 @@ def _rows(bb: Backbone, ids: list[int], length: int) -> torch.Tensor:
     return _table(bb)[torch.tensor(ids)]
 
 
-_FREQ_CACHE: dict[str, list[int]] = {}
+_FREQ_CACHE: dict[str, tuple[list[int], str]] = {}
 _SPECIAL = re.compile(r"^(\[.*\]|<.*>|<\|.*\|>)$")
 
 
 def frequent_tokens(bb: Backbone, limit_lines: int = 20000) -> tuple[list[int], str]:
-    """Token ids by descending frequency in the unlabeled corpus ("brown" on the data path) or, without it, in vocab
-    order (BPE and sentencepiece vocabularies are roughly frequency-ordered); special/unused tokens excluded."""
-    key = bb.path
-    tok = bb.tokenizer
+    """Token ids by descending frequency in the unlabeled corpus ("brown" on the data path) or, when there is no such
+    corpus, in vocab order (BPE and sentencepiece vocabularies are roughly frequency-ordered); special/unused tokens
+    excluded. A brown corpus that cannot be read is an error (DataError naming the file and line), not a fallback."""
+    if bb.path not in _FREQ_CACHE:
+        corpus = find_corpus("brown")
+        _FREQ_CACHE[bb.path] = _vocab_order(bb.tokenizer) if corpus is None else \
+            _corpus_order(bb.tokenizer, corpus, limit_lines)
+    return _FREQ_CACHE[bb.path]
+
+
+def _corpus_order(tok, corpus, limit_lines: int) -> tuple[list[int], str]:
+    lines = [r["text"] for r in read_corpus(str(corpus), limit=limit_lines)]
+    if not lines:
+        raise DataError(f"{corpus}: the corpus holds no texts")
+    counts = Counter(i for ids in tok(lines, add_special_tokens=False)["input_ids"] for i in ids)
     specials = set(tok.all_special_ids)
-    if key not in _FREQ_CACHE:
-        source = "vocab-order"
-        try:
-            lines = [r["text"] for r in read_corpus("brown", limit=limit_lines)]
-            counts = Counter(i for ids in tok(lines, add_special_tokens=False)["input_ids"] for i in ids)
-            ranked = [i for i, _ in counts.most_common() if i not in specials]
-            source = f"brown ({len(lines)} lines)"
-        except Exception:  # no corpus on the data path: fall back to vocabulary order
-            vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-            ranked = [i for t, i in vocab if i not in specials and not _SPECIAL.match(t)]
-        _FREQ_CACHE[key] = ranked
-        _FREQ_CACHE[key + "#source"] = source  # type: ignore[assignment]
-    return _FREQ_CACHE[key], _FREQ_CACHE[key + "#source"]  # type: ignore[return-value]
+    return [i for i, _ in counts.most_common() if i not in specials], f"brown ({len(lines)} lines)"
+
+
+def _vocab_order(tok) -> tuple[list[int], str]:
+    specials = set(tok.all_special_ids)
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    return [i for t, i in vocab if i not in specials and not _SPECIAL.match(t)], "vocab-order"
 
 
 def random_init(ctx: InitContext):
