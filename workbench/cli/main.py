@@ -11,21 +11,13 @@ import sys
 
 from workbench.cli import bayes, benchmark, cluster, domain_gen, explore, metatrain, similarity
 from workbench.cli.common import add_config_options, add_run_options, config_from_args
-from workbench.config import ConfigError, FewShotConfig
-from workbench.engine.backbones import BackboneError
-from workbench.engine.data import DataError, data_search_path, list_datasets
-from workbench.engine.runs import RunError
+from workbench.config import FewShotConfig, WorkbenchError
+from workbench.engine.data import data_search_path, list_datasets
 from workbench.experiments.fewshot import BASELINES, format_summary, run_fewshot
-from workbench.experiments.similarity import SimilarityError
 from workbench.learn.inits import list_inits
-from workbench.learn.tuner import TuningError
-from workbench.tasks.corpus import ClusterError
-from workbench.viz.explore_data import ExploreError
 
-# Errors that mean "bad input" (a file, a line or a parameter at fault): one line and exit code 2, never a traceback.
-# Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, DataError, BackboneError, RunError, TuningError, ClusterError, SimilarityError,
-               ExploreError)
+# Bad input (a file, a line or a parameter at fault) derives from WorkbenchError: one `error:` line and exit code
+# 2, never a traceback. Anything else is a bug and keeps its traceback.
 
 # Subcommands beyond fewshot/inits/datasets: (add_cli(subparsers) -> parser, run_cli(args) -> exit code), in the
 # order `--help` lists them. Add a pair here to add a command.
@@ -96,6 +88,6 @@ def main(argv=None) -> int:
         return 0
     try:
         return args._run(args)
-    except USER_ERRORS as e:
+    except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

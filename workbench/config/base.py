@@ -17,7 +17,12 @@ from typing import Any
 DEFAULT_SEEDS = (13, 21, 42, 87, 100)  # the seeds every command uses unless told otherwise (defined only here)
 
 
-class ConfigError(ValueError):
+class WorkbenchError(Exception):
+    """Bad input (a file, a line or a parameter at fault): the command line prints the message as one ``error:``
+    line with exit code 2, a notebook panel shows it. Every such error derives from this; anything else is a bug."""
+
+
+class ConfigError(WorkbenchError, ValueError):
     """A configuration value is invalid; the message names the parameter."""
 
 

@@ -20,15 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers as tf
+from transformers import AutoConfig, AutoTokenizer
 
-from workbench.config import BackboneConfig
+from workbench.config import BackboneConfig, WorkbenchError
 
 _CAUSAL_TYPES = {"gpt2", "gptj", "gpt_neo", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma",
                  "gemma2", "gemma3_text", "phi", "phi3", "opt", "falcon", "bloom", "olmo", "olmo2", "smollm3"}
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class BackboneError(ValueError):
+class BackboneError(WorkbenchError, ValueError):
     """The backbone could not be loaded or does not fit the request."""
 
 
@@ -62,7 +64,6 @@ def detect_family(config) -> str:
 
 
 def _auto_class(family: str):
-    import transformers as tf
     return {"encoder": tf.AutoModel, "mlm": tf.AutoModelForMaskedLM, "seq2seq": tf.AutoModelForSeq2SeqLM,
             "causal": tf.AutoModelForCausalLM}[family]
 
@@ -132,7 +133,6 @@ def load_backbone(cfg: BackboneConfig | str | None = None) -> Backbone:
     """Load a frozen backbone. ``cfg`` may be a BackboneConfig, a name/path, or None for the default MiniLM."""
     if cfg is None or isinstance(cfg, str):
         cfg = BackboneConfig(name=cfg or "minilm")
-    from transformers import AutoConfig, AutoTokenizer
 
     path = resolve_name(cfg.name)
     local = Path(path).exists()

@@ -18,6 +18,8 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 
+from workbench.config import WorkbenchError
+
 SPLITS = ("train", "dev", "test")
 TASKS = ("single", "pair")
 HOLDOUT_FRACTION = 0.2
@@ -26,7 +28,7 @@ _PAIR_COLS = (("sentence1", "sentence2"), ("premise", "hypothesis"), ("question"
               ("question1", "question2"), ("text_a", "text_b"))
 
 
-class DataError(ValueError):
+class DataError(WorkbenchError, ValueError):
     """Bad input data or arguments; the message names the file and 1-based line, or the parameter, at fault."""
 
 
@@ -353,7 +355,7 @@ def load_dataset(name_or_path: str, *, search_path=None, hub: bool = True) -> Da
     hub_note = "not tried (hub=False)"
     if hub:
         try:
-            import datasets
+            import datasets  # lazy: the optional `hub` extra
         except ImportError:
             hub_note = "not tried (the `datasets` package is not installed)"
         else:

@@ -12,6 +12,7 @@ file is a :class:`RunError` naming the file and, for bad JSON, the line.
 """
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 import os
 import platform
@@ -26,15 +27,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.numpy import load_file
+from safetensors.torch import save_file
 
 from workbench._version import __version__
+from workbench.config import WorkbenchError
 
 CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
 PEFT_TASK_TYPES = {"encoder": "FEATURE_EXTRACTION", "mlm": "FEATURE_EXTRACTION", "seq2seq": "SEQ_2_SEQ_LM",
                    "causal": "CAUSAL_LM"}
 
 
-class RunError(ValueError):
+class RunError(WorkbenchError, ValueError):
     """The output directory cannot be used, or a saved file is not what it should be."""
 
 
@@ -192,7 +197,6 @@ def read_run(path, hint: str = "") -> Run:
 # ----------------------------------------------------------------------------------------------- prompts
 def save_prompt(directory: str | Path, prompt: torch.Tensor, backbone, extra: dict | None = None) -> Path:
     """Save ``prompt`` (L, d) as a PEFT prompt-tuning adapter that ``PeftModel.from_pretrained`` can load."""
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -221,7 +225,6 @@ def save_prompt(directory: str | Path, prompt: torch.Tensor, backbone, extra: di
 
 def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
     """Load a prompt from a PEFT adapter directory or a ``.safetensors`` file holding ``prompt_embeddings``."""
-    from safetensors import safe_open
 
     path = Path(path)
     file = path / "adapter_model.safetensors" if path.is_dir() else path
@@ -248,7 +251,6 @@ def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
 
 def environment(device: torch.device | None = None) -> dict:
     """Versions, machine and code revision to record with every result."""
-    import importlib.metadata as md
 
     versions = {}
     for pkg in ("torch", "transformers", "peft", "numpy", "scikit-learn", "safetensors", "tokenizers", "datasets"):
@@ -285,8 +287,6 @@ SNAP_TENSORS, SNAP_JSON = "snapshots.safetensors", "snapshots.json"
 # ----------------------------------------------------------------------------------------------- snapshots
 def save_snapshots(directory, snapshots: list[dict], best_step: int | None = None) -> Path:
     """Write ``snapshots`` ({step, prompt (L, d), dev_acc, dev_loss} dicts, as in ``TuneResult.snapshots``)."""
-    import torch
-    from safetensors.torch import save_file
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -303,7 +303,6 @@ def save_snapshots(directory, snapshots: list[dict], best_step: int | None = Non
 
 def load_snapshots(directory) -> dict | None:
     """{steps, prompts (S, L, d) float32, dev_acc, dev_loss, best_step} or None when the folder has no snapshots."""
-    from safetensors.numpy import load_file
 
     d = Path(directory)
     if not (d / SNAP_JSON).is_file():

@@ -7,6 +7,8 @@ grid (ties go to the smaller C), never on test.
 from __future__ import annotations
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 from workbench.learn.tuner import metrics
 
@@ -14,8 +16,6 @@ C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 
 def linear_probe(train_x, train_y, dev_x, dev_y, test_x, test_y, n_classes: int, seed: int = 0) -> dict:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(train_x)
     tx, dx, sx = (scaler.transform(a) for a in (train_x, dev_x, test_x))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from workbench.config import (
     BackboneConfig,
@@ -146,7 +147,6 @@ def tune_resampled(head, base_init, draw, train, dev, cfg: TuneConfig, seed: int
 
 
 def _save_probs(run, ds, seed, method, probs, labels, members=None):
-    from safetensors.torch import save_file
     d = run.path / "predictions" / ds / f"seed{seed}"
     d.mkdir(parents=True, exist_ok=True)
     t = {"probs": torch.tensor(probs, dtype=torch.float32), "labels": torch.tensor(labels, dtype=torch.long)}

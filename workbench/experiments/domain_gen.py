@@ -24,6 +24,9 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import pandas as pd
+from tqdm.auto import tqdm
+
 from workbench.config import ConfigError, PromptConfig, TaskConfig, TuneConfig
 from workbench.engine.data import Dataset, load_dataset
 from workbench.engine.heads import make_head
@@ -69,8 +72,6 @@ def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), 
     ``supmer+psi`` use instead of the cached meta-training; ``extras`` goes to the inits' ``InitContext.extras``;
     ``max_test`` caps each test set (seeded subsample, the same for every init); ``run`` (a ``runs.RunDir``) gets
     one metrics record per (init, seed, test set) and each tuned prompt as a PEFT adapter."""
-    import pandas as pd
-    from tqdm.auto import tqdm
     tune, prompt, task = tune or TuneConfig(), prompt or PromptConfig(), task or TaskConfig()
     src = _load(source)
     tgts = {name: _load(name, len(src.labels)) for name in targets}
@@ -138,7 +139,6 @@ def ablation_table(runs: dict, dg: dict | None = None):
     """pandas DataFrame, one row per meta-training run (``{"name": run_dir}``): its SUPMER options, final
     meta-validation query accuracy before/after the inner step, and (``dg``: ``{"name": domain_generalisation
     result}``) the downstream test accuracy per test set."""
-    import pandas as pd
     rows = []
     for name, run in runs.items():
         res = read_run(run, "expected a meta-training run directory").results

@@ -29,9 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from tqdm.auto import tqdm
 
 from workbench.config import (
     SimilarityConfig,
+    WorkbenchError,
     from_dict,
     to_dict,
 )
@@ -49,7 +52,7 @@ PROMPT_COLUMNS = ("prompt_cos_flat", "prompt_cos_slots", "update_cos_flat", "upd
 SIM_COLUMNS = ("embed_cos",) + PROMPT_COLUMNS
 
 
-class SimilarityError(ValueError):
+class SimilarityError(WorkbenchError, ValueError):
     """Bad input for a similarity analysis (a target among its sources, no paired seeds, ...); names the culprit."""
 
 
@@ -149,7 +152,6 @@ def task_similarity(backbone, target, sources, cfg: SimilarityConfig | None = No
     """Similarity of ``target`` to each of ``sources`` (Dataset objects or names). Returns ``(table, info)``: one
     row per source with target, source, n_removed, n_source_train, embed_cos and (with ``cfg.prompts``) the prompt
     cosines (means over seeds); ``info`` has the config, the decontamination records and per-seed details."""
-    from tqdm.auto import tqdm
     cfg = cfg or SimilarityConfig()
     target, sources = _load(target), [_load(s) for s in sources]
     if not sources:
@@ -258,7 +260,6 @@ def scatter(table: pd.DataFrame, x: str = "embed_cos", y: str = "gain_mean", tit
     """Similarity (``x``) against gain (``y``, shown in points), one colour per target and method, error bars = the
     gain's std over seeds; hover: source, target, method, the similarity, gain ± std, per-seed differences, removed
     texts. The title gives Spearman's rho over all points (3 or more)."""
-    import plotly.graph_objects as go
     if x not in table or y not in table:
         raise SimilarityError(f"table has no column {x if x not in table else y!r}; columns: {list(table.columns)}")
     fig, pts = go.Figure(), 100.0

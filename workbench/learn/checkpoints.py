@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from workbench.engine.runs import RunError, write_json
 
@@ -49,7 +50,6 @@ def _unpack(obj, tensors: dict):
 
 
 def save_checkpoint(work: Path, step: int, P, opt, rng, state) -> Path:
-    from safetensors.torch import save_file
     tensors: dict = {}
     blob = {"step": step, "P": _pack(P.data, "P", tensors), "optimizer": _pack(opt.state_dict(), "opt", tensors),
             "numpy_rng": rng.bit_generator.state, "torch_rng": _pack(torch.get_rng_state(), "torch_rng", tensors),
@@ -74,7 +74,6 @@ def latest_checkpoint(work: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, P, opt, rng, state) -> int:
-    from safetensors.torch import load_file
     tensors = load_file(str(path / "state.safetensors"))
     blob = json.loads((path / "state.json").read_text(encoding="utf-8"))
     with torch.no_grad():

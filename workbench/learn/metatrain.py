@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+from transformers.optimization import Adafactor
 
 from workbench.config import (
     BackboneConfig,
@@ -59,7 +61,6 @@ IGNORED_ON_RESUME = ("meta.checkpoint_every", "out")  # keys that may differ bet
 
 def _optimizer(P, cfg: MetaTrainConfig):
     if cfg.meta.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
         return Adafactor([P], lr=cfg.meta.lr, weight_decay=cfg.meta.weight_decay, relative_step=False, scale_parameter=False,
                          warmup_init=False, clip_threshold=1.0)
     cls = torch.optim.Adam if cfg.meta.optimizer == "adam" else torch.optim.AdamW
@@ -87,7 +88,6 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
                       progress: bool = True, stop_after: int | None = None) -> dict:
     """Meta-train a prompt; return the results dict (also in ``<out>/results.json``). ``stop_after`` ends the run
     after that many steps as if interrupted (the work directory stays, for ``resume``; used by tests)."""
-    from tqdm.auto import tqdm
     if cfg.method not in LEARNERS:
         raise ConfigError(f"unknown meta-learner {cfg.method!r}; registered: {sorted(LEARNERS)}")
     if cfg.source not in SOURCES:

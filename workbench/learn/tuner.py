@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+from transformers.optimization import Adafactor
 
-from workbench.config import TuneConfig
+from workbench.config import TuneConfig, WorkbenchError
 
 
-class TuningError(RuntimeError):
+class TuningError(WorkbenchError, RuntimeError):
     """Tuning cannot go on (for example a non-finite loss); the message names the step."""
 
 
@@ -98,7 +99,6 @@ class TuneResult:
 def make_optimizer(params, cfg: TuneConfig):
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    from transformers.optimization import Adafactor
     return Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay, relative_step=False, scale_parameter=False,
                      warmup_init=False, clip_threshold=1.0)
 

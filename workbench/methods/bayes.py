@@ -30,6 +30,7 @@ mean/components, the density data's features, initial and final particles, the t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import warnings
@@ -38,6 +39,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
 
 from workbench.config import BayesConfig, ConfigError, TaskConfig, choice, to_dict
 from workbench.engine.data import Example
@@ -136,7 +140,6 @@ class Distribution:
 
     # ----- save / load ----------------------------------------------------------------------------------------
     def save(self, directory) -> Path:
-        from safetensors.torch import save_file
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         t = {"weights": self.weights, "means": self.means, "covariances": self.covariances, "data": self.data,
@@ -155,7 +158,6 @@ class Distribution:
 
 def load_distribution(directory, backbone=None) -> Distribution:
     """Load a saved distribution; with ``backbone``, refuse one saved for another model or dimension."""
-    from safetensors.torch import load_file
     directory = Path(directory)
     meta_f, tens_f = directory / "distribution.json", directory / "distribution.safetensors"
     if not meta_f.is_file() or not tens_f.is_file():
@@ -176,7 +178,6 @@ def load_distribution(directory, backbone=None) -> Distribution:
 
 def _fit_gmm(z: np.ndarray, k: int, covariance: str, reg_rel: float, seed: int):
     """sklearn GMM with regularisation raised (x10, with a warning) while the fit fails or a covariance is singular."""
-    from sklearn.mixture import GaussianMixture
     scale = float(z.var(0).mean()) or 1.0
     rel, notes = reg_rel, []
     for _ in range(12):
@@ -226,7 +227,6 @@ def fit_distribution(feats: torch.Tensor, cfg: BayesConfig, n_classes: int, seed
     if cfg.pca_dim:
         if cfg.pca_dim > min(n, d):
             raise BayesError(f"bayes.pca_dim={cfg.pca_dim} exceeds min(examples, feature dimension) = min({n}, {d})")
-        from sklearn.decomposition import PCA
         pca = PCA(cfg.pca_dim, random_state=seed).fit(fit.numpy())
         pca_mean, pca_comp = torch.from_numpy(pca.mean_), torch.from_numpy(pca.components_)
         z = (fit - pca_mean) @ pca_comp.T
@@ -256,7 +256,6 @@ def fit_distribution(feats: torch.Tensor, cfg: BayesConfig, n_classes: int, seed
 def rerun_svgd(dist: Distribution, n_particles: int = 0, iterations: int | None = None, seed: int = 0,
                record_every: int = 0) -> Distribution:
     """The same fitted GMM, SVGD rerun from the k-shot features with another particle count / iteration budget."""
-    import dataclasses
     cfg = BayesConfig(**{**dist.info["config"], "n_particles": n_particles,
                          "iterations": iterations or dist.info["config"]["iterations"], "record_every": record_every})
     zk = dist.data[: dist.info["n_kshot"]]

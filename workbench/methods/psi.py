@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from workbench.config import ConfigError
 from workbench.engine.runs import write_json
@@ -70,7 +71,6 @@ class Psi(torch.nn.Module):
 
 def save_psi(psi: Psi, directory, backbone_info: dict, extra: dict | None = None) -> Path:
     """``psi.safetensors`` + ``psi.json`` (shape, backbone, hyper-parameters) in ``directory``."""
-    from safetensors.torch import save_file
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in psi.state_dict().items()}
@@ -83,7 +83,6 @@ def save_psi(psi: Psi, directory, backbone_info: dict, extra: dict | None = None
 
 def load_psi(directory, prompt_shape=None, backbone=None) -> Psi:
     """Load a ψ saved by :func:`save_psi`; refuse (PsiError naming both) another prompt shape or backbone."""
-    from safetensors.torch import load_file
     d = Path(directory)
     if (d / "psi").is_dir() and not (d / "psi.json").is_file():
         d = d / "psi"

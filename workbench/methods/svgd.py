@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
 from workbench.learn.tuner import TuningError
 
@@ -172,7 +173,6 @@ def svgd(x0: torch.Tensor, density: GaussianMixtureDensity | None = None, iterat
         raise ValueError(f"svgd needs iterations >= 1 and step_size > 0, got {iterations} and {step_size}")
     if density is None and naive is None:
         raise ValueError("svgd needs a density (or naive=(weights, means, covariances, covariance))")
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     x = x0.detach().clone()

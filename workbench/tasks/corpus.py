@@ -13,7 +13,18 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from scipy import sparse
+from sklearn.cluster import KMeans
+from sklearn.decomposition import LatentDirichletAllocation
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.metrics import normalized_mutual_info_score
+from sklearn.metrics.cluster import contingency_matrix
+from tqdm.auto import tqdm
 
+from workbench.config import WorkbenchError
 from workbench.engine.backbones import _sha256
 from workbench.engine.data import _dirs, read_corpus
 from workbench.engine.runs import write_json
@@ -24,7 +35,7 @@ _TENSORS = {"assignments", "centroids"}  # saved in clusters.safetensors, the ot
 _weights_ids: dict[tuple, str] = {}
 
 
-class ClusterError(ValueError):
+class ClusterError(WorkbenchError, ValueError):
     """A clustering cannot be made or read as asked; the message names the numbers or the file at fault."""
 
 
@@ -49,8 +60,6 @@ def embedding_cache_key(backbone, texts: list[str], max_length: int) -> str:
 def _encode_batches(backbone, texts: list[str], batch_size: int, max_length: int, progress: bool) -> np.ndarray:
     """Run the frozen trunk (the encoder of a seq2seq model, ``model.base_model`` of an MLM/causal LM) over
     ``texts`` in length-sorted batches; return (n, d) float32 means of the last hidden states over real tokens."""
-    import torch
-    from tqdm.auto import tqdm
     tok, m = backbone.tokenizer, backbone.model
     trunk = {"seq2seq": m.get_encoder, "encoder": lambda: m}.get(backbone.family, lambda: m.base_model)()
     lengths = [len(x) for x in tok(texts or [""], truncation=True, max_length=max_length)["input_ids"]]
@@ -116,8 +125,6 @@ class Clustering:
 
 def _lda(texts, k, seed, features, opts):
     """LDA topic per text: (assignments, doc-topic matrix, params)."""
-    from sklearn.decomposition import LatentDirichletAllocation
-    from sklearn.feature_extraction.text import CountVectorizer
     vec = CountVectorizer(stop_words="english", min_df=opts.get("min_df", 2), max_df=opts.get("max_df", 0.5))
     try:
         bow = vec.fit_transform(texts)
@@ -143,7 +150,6 @@ def cluster(features, texts: list[str], method: str = "kmeans", k: int = 16, see
     probable topic (texts with no vocabulary word: nearest topic centroid); ``features`` may be None for LDA
     (centroids and medoids then use the topic mixtures). Any empty cluster raises :class:`ClusterError` unless
     ``drop_empty=True``, which removes empty clusters, renumbers the rest and records them in ``dropped``."""
-    from sklearn.cluster import KMeans
     texts, drop_empty, n = [str(t) for t in texts], bool(opts.pop("drop_empty", False)), len(texts)
     if method not in METHODS:
         raise ClusterError(f"method must be one of {METHODS}, got {method!r}")
@@ -180,8 +186,6 @@ def cluster(features, texts: list[str], method: str = "kmeans", k: int = 16, see
 def _summarise(method, seed, assign, features, texts, dropped, params) -> Clustering:
     """Sizes, centroids, medoid, 3 seeded random examples and keywords per cluster: the ``N_KEYWORDS`` words whose
     mean TF-IDF (TfidfVectorizer(stop_words="english") on all texts) in the cluster most exceeds the corpus mean."""
-    from scipy import sparse
-    from sklearn.feature_extraction.text import TfidfVectorizer
     k, rng = int(assign.max()) + 1, np.random.default_rng(seed)
     sizes, keywords, summaries = np.bincount(assign, minlength=k), [[] for _ in range(k)], []
     centroids = np.stack([features[assign == c].mean(0) for c in range(k)]).astype(np.float32)
@@ -208,8 +212,6 @@ def _summarise(method, seed, assign, features, texts, dropped, params) -> Cluste
 # ----------------------------------------------------------------------------------------------- files, labels
 def save_clustering(clustering: Clustering, out_dir) -> Path:
     """Write ``clusters.json`` and ``clusters.safetensors`` (assignments int64, centroids float32) into ``out_dir``."""
-    import torch
-    from safetensors.torch import save_file
     out, c = Path(out_dir), clustering
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "clusters.json", {f.name: getattr(c, f.name) for f in fields(c) if f.name not in _TENSORS})
@@ -222,7 +224,6 @@ def save_clustering(clustering: Clustering, out_dir) -> Path:
 
 def load_clustering(out_dir) -> Clustering:
     """Read a clustering written by :func:`save_clustering`; missing files or disagreeing shapes raise ClusterError."""
-    from safetensors import safe_open
     jf, tf = Path(out_dir) / "clusters.json", Path(out_dir) / "clusters.safetensors"
     if missing := [str(f) for f in (jf, tf) if not f.is_file()]:
         raise ClusterError(f"{missing[0]}: file not found (a saved clustering has clusters.json and .safetensors)")
@@ -234,7 +235,7 @@ def load_clustering(out_dir) -> Clustering:
     try:
         with safe_open(str(tf), framework="pt") as f:
             assign, cents = f.get_tensor("assignments").numpy(), f.get_tensor("centroids").float().numpy()
-    except Exception as e:  # not safetensors, or a tensor missing
+    except (SafetensorError, OSError, KeyError) as e:  # not safetensors, or a tensor missing
         raise ClusterError(f"{tf}: unreadable, or no 'assignments' and 'centroids' tensors ({e})") from None
     if assign.shape != (n,) or cents.ndim != 2 or cents.shape[0] != k or len(sizes) != k or \
             len(meta.get("summaries", [])) != k:
@@ -287,14 +288,12 @@ def _known(assignments, reference):
 
 def purity(assignments, reference_labels) -> float:
     """Fraction of texts whose cluster's majority reference label is their own (unknown labels "" are ignored)."""
-    from sklearn.metrics.cluster import contingency_matrix
     a, r = _known(assignments, reference_labels)
     return float(contingency_matrix(r, a).max(0).sum() / len(a)) if len(a) else float("nan")
 
 
 def nmi(assignments, reference_labels) -> float:
     """sklearn's normalized_mutual_info_score of clusters vs reference labels (unknown labels "" are ignored)."""
-    from sklearn.metrics import normalized_mutual_info_score
     a, r = _known(assignments, reference_labels)
     return float(normalized_mutual_info_score(r, a)) if len(a) else float("nan")
 

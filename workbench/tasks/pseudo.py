@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from workbench.config import ConfigError, PromptConfig, PseudoConfig, TaskConfig
 from workbench.engine.data import Example, load_dataset, read_corpus
@@ -32,8 +34,6 @@ def _cluster_texts(texts, pc: PseudoConfig, seed: int, backbone, progress: bool)
         return corpus.cluster(feats, texts, "kmeans", pc.n_clusters, seed)
     if pc.features == "lda":
         return corpus.cluster(None, texts, "lda", pc.n_clusters, seed, drop_empty=True)
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.feature_extraction.text import TfidfVectorizer
     X = TfidfVectorizer(stop_words="english", min_df=2, max_df=0.5, sublinear_tf=True).fit_transform(texts)
     dims = max(2, min(pc.svd_dims, X.shape[1] - 1, len(texts) - 1))
     feats = TruncatedSVD(dims, random_state=seed).fit_transform(X)

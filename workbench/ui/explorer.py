@@ -9,8 +9,11 @@ trajectory step, a label anchor) shows that point's hover text. Every figure com
 """
 from __future__ import annotations
 
+import ipywidgets as w
 import numpy as np
+from IPython.display import display
 
+from workbench.config import WorkbenchError
 from workbench.viz import explore
 from workbench.viz.explore_data import (
     format_neighbours,
@@ -38,7 +41,7 @@ def clickable(fig, on_point):
     try:
         import plotly.graph_objects as go
         widget = go.FigureWidget(fig)
-    except Exception:  # a plotly whose FigureWidget needs something else missing here
+    except ImportError:  # a plotly whose FigureWidget needs something else missing here
         return fig, False
     for trace in widget.data:
         trace.on_click(lambda tr, points, _state: points.point_inds and on_point(tr, points.point_inds[0]))
@@ -55,8 +58,6 @@ def explorer_panel(run_dirs: list, dataset: str | None = None, projection: str =
                    n_vocab: int = 10000, n_examples: int = 200, cache_dir=None):
     """A VBox with ``.controls`` (name -> widget), ``.output`` (figure), ``.detail`` (the selected point) and
     ``.refresh()`` / ``.show_point()`` for scripting and tests."""
-    import ipywidgets as w
-    from IPython.display import display
 
 
     runs = load_prompt_runs(run_dirs, dataset or None)
@@ -115,7 +116,7 @@ def explorer_panel(run_dirs: list, dataset: str | None = None, projection: str =
                 panel_figure["figure"], _ = clickable(fig, on_point)
                 fig = panel_figure["figure"]
                 display(fig)
-            except Exception as e:  # show the reason in the panel; the kernel stays usable
+            except WorkbenchError as e:  # bad input only (a bug keeps its traceback): show the reason in the panel; the kernel stays usable
                 state.clear()
                 print(f"{type(e).__name__}: {e}")
         show_point()

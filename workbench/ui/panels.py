@@ -1,6 +1,10 @@
 """ui.panels."""
 from __future__ import annotations
 
+import ipywidgets as w
+from IPython.display import display
+
+from workbench.config import WorkbenchError
 from workbench.tasks.corpus import cluster, nmi, purity
 from workbench.viz.clusters import cluster_map, cluster_table
 
@@ -12,8 +16,6 @@ def k_panel(features, texts, xy, method: str = "kmeans", k: int = 16, seed: int 
     (no re-embedding), then shows the map, the keyword table and genre purity/NMI. ``on_result(clustering)`` is
     called with each new clustering (e.g. to save it). Returns the VBox with ``.slider``, ``.button``, ``.output``
     and ``.results`` (K -> Clustering) for scripting and tests."""
-    import ipywidgets as w
-    from IPython.display import display
 
     slider = w.IntSlider(value=int(k), min=k_range[0], max=max(k_range[1], int(k)), description="K",
                          continuous_update=False)
@@ -33,7 +35,7 @@ def k_panel(features, texts, xy, method: str = "kmeans", k: int = 16, seed: int 
                     on_result(c)
                 display(cluster_map(xy, texts, c, genres))
                 display(cluster_table(c))
-            except Exception as e:  # one line in the panel; the kernel stays usable
+            except WorkbenchError as e:  # bad input only (a bug keeps its traceback): one line in the panel; the kernel stays usable
                 status.value = f"<b style='color:#b00'>failed:</b> {type(e).__name__}: {e}"
             finally:
                 button.disabled = False
@@ -49,8 +51,6 @@ def dropdown_view(options, render, description: str = "show", value=None):
     """An ipywidgets panel: a dropdown over ``options`` (a list, or a dict label -> value) and an output area that
     shows ``render(value)`` (a figure, a table, anything ``display`` takes; None: nothing) for the chosen option,
     again on every change. Returns the VBox with ``.dropdown`` and ``.output`` for scripting and tests."""
-    import ipywidgets as w
-    from IPython.display import display
 
     dropdown = w.Dropdown(options=options, description=description,
                           **({"value": value} if value is not None else {}))

@@ -9,7 +9,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from workbench.config import BackboneConfig, FewShotConfig, PromptConfig, TuneConfig
+import ipywidgets as w
+from IPython.display import display
+
+from workbench.config import BackboneConfig, FewShotConfig, PromptConfig, TuneConfig, WorkbenchError
 from workbench.engine.data import list_datasets
 from workbench.experiments.fewshot import format_summary, known_methods, run_fewshot
 from workbench.viz.runs import dev_curves, summary_table
@@ -43,8 +46,6 @@ def quickstart_panel(defaults: dict, run_fn=None):
     ``run_fn(cfg) -> results`` defaults to ``run_fewshot``. The returned VBox has ``.controls`` (name -> widget),
     ``.run_button``, ``.output`` and ``.runs`` (the run directories written so far) for scripting and tests.
     """
-    import ipywidgets as w
-    from IPython.display import display
 
 
     p = {**DEFAULTS, **(defaults or {})}
@@ -88,7 +89,7 @@ def quickstart_panel(defaults: dict, run_fn=None):
                 print(format_summary(results["summary"]))
                 display(summary_table(run_dir))
                 display(dev_curves(run_dir))
-            except Exception as e:  # show the one-line reason in the panel; the kernel stays usable
+            except WorkbenchError as e:  # bad input only (a bug keeps its traceback): show the one-line reason in the panel; the kernel stays usable
                 status.value = f"<b style='color:#b00'>failed:</b> {type(e).__name__}: {e}"
                 print(f"{type(e).__name__}: {e}")
             finally:

@@ -11,7 +11,10 @@ in that map by its nearest fitted points (``Projection.place``).
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from safetensors.numpy import load_file
 
 from workbench.engine.runs import read_run
 from workbench.methods.bayes import ece, rerun_svgd
@@ -106,7 +109,6 @@ def svgd_animation(dist, method: str = "pca"):
 
 def svgd_diagnostics(dist):
     """Mean log-density and kernel Stein discrepancy of the particles over SVGD iterations."""
-    from plotly.subplots import make_subplots
     h = dist.info["svgd"]["history"]
     it = [r["iteration"] for r in h]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("mean log-density", "kernel Stein discrepancy"))
@@ -121,7 +123,6 @@ def svgd_diagnostics(dist):
 
 def load_predictions(run_dir, dataset: str, seed: int) -> dict:
     """method -> {"probs" (N, C), "labels" (N,), ["members" (R, N, C)]} as numpy arrays."""
-    from safetensors.numpy import load_file
     d = read_run(run_dir, BAYES_RUN).path / "predictions" / dataset / f"seed{seed}"
     if not d.is_dir():
         raise ValueError(f"no predictions at {d} (expected a bayes run directory)")
@@ -168,7 +169,6 @@ def reliability_diagram(probs_by_method: dict, labels: np.ndarray, n_bins: int =
 
 def summary_table(run_dir):
     """Test acc and ECE (mean ± std over seeds, %) per dataset x method from ``results.json``."""
-    import pandas as pd
     res = read_run(run_dir, BAYES_RUN).results
     return pd.DataFrame([{"dataset": s["dataset"], "method": s["method"], "n": s["n"],
                           "test_acc": 100 * s["test_acc_mean"], "test_acc_std": 100 * s["test_acc_std"],
@@ -179,7 +179,7 @@ def summary_table(run_dir):
 def svgd_explorer(dist, method: str = "pca", max_particles: int | None = None, max_iterations: int = 3000):
     """Widgets (ipywidgets): sliders for the number of particles and SVGD iterations; each change reruns SVGD on the
     same fitted GMM (:func:`workbench.bayes.rerun_svgd`) and redraws the 2-D view and the diagnostics."""
-    import ipywidgets as W
+    import ipywidgets as W  # lazy: notebooks extra
     n = int(dist.info["n_kshot"])
     parts = W.IntSlider(value=int(dist.info["n_particles"]), min=2, max=max_particles or 4 * n, description="particles")
     iters = W.IntSlider(value=int(dist.info["config"]["iterations"]), min=10, max=max_iterations, step=10,

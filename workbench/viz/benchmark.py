@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
 
 from workbench.engine.runs import RESULTS, RunError, atomic_write, read_run
 from workbench.engine.stats import rank_with_ties
@@ -59,14 +61,12 @@ def leaderboard_table(results) -> pd.DataFrame:
 
 
 def _colors(methods) -> dict:
-    import plotly.express as px
     pal = px.colors.qualitative.Plotly + px.colors.qualitative.Dark24
     return {m: pal[i % len(pal)] for i, m in enumerate(methods)}
 
 
 def bars(results):
     """Test accuracy per method, one panel per (dataset, k) cell, error bars = std over seeds."""
-    import plotly.express as px
 
     r = _res(results)
     df = cell_table(r)
@@ -82,7 +82,6 @@ def bars(results):
 
 def k_curve(results):
     """Test accuracy against k, one line per method, one panel per dataset (datasets run at several k)."""
-    import plotly.express as px
 
     r = _res(results)
     df = cell_table(r)
@@ -100,7 +99,6 @@ def k_curve(results):
 
 def rank_plot(results):
     """Average rank per method (bars, 1 = best) with each cell's rank as a dot."""
-    import plotly.graph_objects as go
 
     r = _res(results)
     df = cell_table(r)

@@ -13,6 +13,8 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from sklearn.metrics import silhouette_score
 
 from workbench.tasks.corpus import ClusterError, cluster, nmi, purity
 from workbench.viz.projection import fit_projection
@@ -44,7 +46,6 @@ def _short(text: str, width: int = 80, chars: int = 240) -> str:
 def cluster_map(xy, texts, clustering, genres=None, title: str | None = None, projection: str = ""):
     """Scatter of ``xy`` (n, 2), one trace (colour) per cluster named "id: keywords"; hover = text, cluster, size,
     keywords and (when given, e.g. Brown letters) the genre. Uses WebGL markers above 2,000 points."""
-    import plotly.graph_objects as go
     xy, assign = np.asarray(xy), np.asarray(clustering.assignments)
     if xy.shape != (len(texts), 2) or len(assign) != len(texts):
         raise ValueError(f"xy {xy.shape}, {len(assign)} assignments and {len(texts)} texts do not match")
@@ -80,7 +81,6 @@ def cluster_table(clustering, n_keywords: int = 8, medoid_chars: int = 120) -> p
 def k_sweep(features, texts, ks, method: str = "kmeans", seed: int = 0, genres=None) -> pd.DataFrame:
     """Cluster with each K in ``ks``: k, clusters kept, smallest cluster, silhouette (cosine, on the features), and
     genre purity / NMI when ``genres`` are given (unknown "" ignored)."""
-    from sklearn.metrics import silhouette_score
 
     rows = []
     for k in ks:
@@ -100,7 +100,6 @@ def k_sweep(features, texts, ks, method: str = "kmeans", seed: int = 0, genres=N
 
 def k_sweep_figure(sweep: pd.DataFrame):
     """Lines of every numeric quality column of :func:`k_sweep` over K."""
-    import plotly.graph_objects as go
     fig = go.Figure()
     for col in ("silhouette", "genre_purity", "genre_nmi"):
         if col in sweep:

@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from scipy.optimize import linear_sum_assignment
 
 from workbench.engine.runs import save_html
 from workbench.viz.explore_data import (  # noqa: F401  (the explorer's one namespace for notebook 04 and the CLI)
@@ -83,7 +86,6 @@ def token_space(run_dirs, dataset: str | None = None, methods=None, seeds=None, 
     into it (``placement="knn"``) or fitted together with it (``"joint"``). Runs of different backbones are refused.
     ``fig.layout.meta`` records the projection, cache hit/miss and fit seconds.
     """
-    import plotly.graph_objects as go
 
     runs = load_prompt_runs(run_dirs, dataset, methods, seeds)
     bb = backbone_for(runs, backbone)
@@ -135,7 +137,6 @@ def trajectories(run_dirs, dataset: str | None = None, methods=None, seeds=None,
                  n_vocab: int = 10000, neighbours: int = 5, seed: int = 0, cache_dir=None, backbone=None,
                  placement: str = "knn"):
     """Each slot's path from its init (open circle) through the snapshots to the best-on-dev prompt (star)."""
-    import plotly.graph_objects as go
 
     runs = _with_snapshots(load_prompt_runs(run_dirs, dataset, methods, seeds))
     bb = backbone_for(runs, backbone)
@@ -185,8 +186,6 @@ def distances(run_dirs, dataset: str | None = None, methods=None, seeds=None) ->
 
 def distance_vs_accuracy(run_dirs, dataset: str | None = None, methods=None, seeds=None):
     """Two panels (L2, cosine distance travelled) against test accuracy; one point per init x seed."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     df = distances(run_dirs, dataset, methods, seeds)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=("L2 (Frobenius) distance",
@@ -221,7 +220,6 @@ def similarity_matrix(prompts: list[np.ndarray], match: str = "aligned") -> np.n
             if match == "aligned":
                 v = float(np.diag(c).mean())
             else:
-                from scipy.optimize import linear_sum_assignment
                 a, b = linear_sum_assignment(-c)
                 v = float(c[a, b].mean())
             out[i, j] = out[j, i] = v
@@ -230,7 +228,6 @@ def similarity_matrix(prompts: list[np.ndarray], match: str = "aligned") -> np.n
 
 def prompt_similarity(run_dirs, dataset: str | None = None, methods=None, seeds=None, match: str = "aligned"):
     """Heatmap of :func:`similarity_matrix` between the final prompts of all inits x seeds."""
-    import plotly.graph_objects as go
 
     runs = load_prompt_runs(run_dirs, dataset, methods, seeds)
     check = {r.backbone_path for r in runs}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench.config import BackboneConfig
+from workbench.config import BackboneConfig, WorkbenchError
 from workbench.engine.backbones import BackboneError, load_backbone
 from workbench.engine.runs import RESULTS, load_prompt, load_snapshots, read_run
 from workbench.learn.inits import frequent_tokens
@@ -22,7 +22,7 @@ from workbench.learn.inits import frequent_tokens
 _BACKBONES: dict[str, object] = {}
 
 
-class ExploreError(ValueError):
+class ExploreError(WorkbenchError, ValueError):
     """A run directory cannot be explored as asked; the message names the directory, file or parameter."""
 
 

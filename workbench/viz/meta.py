@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from workbench.engine.runs import read_jsonl, read_run
 
@@ -20,8 +22,6 @@ def meta_curves(path, step_key: str = "step"):
     """Meta-train and meta-validation curves from a meta-training ``metrics.jsonl``: every numeric column whose name
     mentions loss (left panel) or acc (right panel), against ``step_key``; columns are grouped by the record's
     ``event`` (e.g. ``train`` / ``val``) when present, so hover names say which is which."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
     df = load_records(path)
     if df.empty or step_key not in df:
         raise ValueError(f"{path}: no records with a {step_key!r} field")

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from workbench.viz.explore_data import ExploreError
 
@@ -126,7 +128,7 @@ def umap_coords(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, min_dist: f
     compilation (benchmarks/explore_speed.py), and exact."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", numba/TBB notes
-        import umap
+        import umap  # lazy: umap-learn: heavy to import, notebooks extra
         n = x.shape[0]
         k = max(2, min(n_neighbors, n - 1))
         idx, dist = cosine_knn(x, k)
@@ -147,8 +149,6 @@ def joint_coords(base: np.ndarray, extra: np.ndarray, method: str = "umap", seed
 def _read_coords(file: Path, n: int) -> np.ndarray | None:
     if not file.is_file():
         return None
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
     try:
         coords = load_file(str(file))["coords"]
     except (SafetensorError, OSError, KeyError):  # unreadable entry: refit and replace it
@@ -157,7 +157,6 @@ def _read_coords(file: Path, n: int) -> np.ndarray | None:
 
 
 def _write_coords(file: Path, coords: np.ndarray, params: dict):
-    from safetensors.numpy import save_file
     file.parent.mkdir(parents=True, exist_ok=True)
     tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
     save_file({"coords": np.ascontiguousarray(coords, dtype=np.float32)}, str(tmp),

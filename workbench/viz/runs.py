@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from workbench.engine.runs import read_run
 
@@ -40,8 +42,6 @@ def _colors(methods) -> dict:
 
 def dev_curves(run_dir):
     """Dev accuracy over steps: per method the mean over seeds (thick), each seed (thin), baselines (dashed)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     df = load_metrics(run_dir)
     if df.empty or "event" not in df:
@@ -118,7 +118,6 @@ def summary_table(run_dir, percent: bool = True) -> pd.DataFrame:
 
 def summary_bars(run_dir):
     """Test accuracy (mean ± std over seeds, %) per method; one colour per dataset."""
-    import plotly.graph_objects as go
 
     table = summary_table(run_dir, percent=True)
     fig = go.Figure()

@@ -14,6 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
 
 from workbench.config import (
     BackboneConfig,
@@ -86,7 +89,6 @@ def sentence_features(run_dir, dataset: str | None = None, method: str | None = 
                       n_examples: int = 200, sample_seed: int = 0, backbone=None) -> dict:
     """Pooled features, predictions and texts of (a sample of) the test set, without a prompt and with the tuned
     prompt of ``method``/``seed`` (the first matching prompt of the run when not given), plus the label anchors."""
-    import torch
 
 
     runs = load_prompt_runs(run_dir, dataset, [method] if method else None, [seed] if seed is not None else None)
@@ -113,8 +115,6 @@ def sentence_space(run_dir, dataset: str | None = None, method: str | None = Non
                    n_examples: int = 200, projection: str = "pca", sample_seed: int = 0, backbone=None, cache_dir=None):
     """Side by side: test examples' pooled features without a prompt and with the tuned prompt, coloured by gold
     label, circle = correct / x = wrong, label anchors as stars; one projection shared by both panels."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
 
     f = sentence_features(run_dir, dataset, method, seed, n_examples, sample_seed, backbone)
     r, n, C = f["run"], len(f["gold"]), len(f["anchors"])
@@ -160,7 +160,6 @@ def corpus_space(cluster_dir, dataset: str, n_corpus: int = 2000, n_target: int 
     """A ``cluster`` run (MetaPT/SUPMER auxiliary tasks) and the target dataset's test texts in one sentence space:
     corpus texts coloured by cluster, cluster centroids (labelled with keywords), target examples in black.
     Features are :func:`workbench.corpus.embed_texts` (the same featuriser the clustering used, cached on disk)."""
-    import plotly.graph_objects as go
 
 
     cdir = Path(cluster_dir)
@@ -234,7 +233,6 @@ def particles_space(path, dataset: str | None = None, seed: int | None = None, p
     its end (diamond). ``path`` is a saved distribution folder (``distribution.json`` + ``.safetensors``) or a
     ``bayes`` run directory (then ``distributions/<dataset>/seed<seed>``; the first one when not given). All points
     are in the distribution's fitted space (the feature space, or its PCA space when ``pca_dim`` was set)."""
-    import plotly.graph_objects as go
 
 
     p = Path(path)

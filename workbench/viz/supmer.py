@@ -1,13 +1,14 @@
 """viz.supmer."""
 from __future__ import annotations
 
+import plotly.graph_objects as go
+
 from workbench.engine.runs import read_run
 
 
 def curriculum_figure(run_dir, title: str = "SUPMER: ψ gate and mixup curriculum"):
     """Plotly figure of a supmer meta-training run's ``metrics.jsonl``: the ψ gate and its regression target, the
     curriculum s, the mean sampled λ and the support/query alignment per step (hover shows the values)."""
-    import plotly.graph_objects as go
     metrics = read_run(run_dir, "expected a meta-training run directory").metrics
     recs = [r for r in metrics if r.get("event") == "train"]
     fig = go.Figure()
