@@ -151,8 +151,11 @@ def test_meta_curves_from_metrics(tmp_path):
     (tmp_path / "bad" / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
     with pytest.raises(ValueError, match="metrics.jsonl:2"):
         meta_curves(tmp_path / "bad")
-    with pytest.raises(ValueError, match="no metrics.jsonl"):
+    with pytest.raises(ValueError, match="missing does not exist"):  # engine.runs.RunError, a ValueError
         meta_curves(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="metrics.jsonl: no such file"):
+        meta_curves(tmp_path / "empty")
 
 
 # ----------------------------------------------------------------------------------------------- notebook 02

@@ -35,7 +35,7 @@ from workbench.config import (
     to_dict,
 )
 from workbench.engine.backbones import load_backbone, set_threads
-from workbench.engine.runs import RunDir, environment, write_json
+from workbench.engine.runs import RunDir, environment, read_run, write_json
 from workbench.experiments.domain_gen import domain_generalisation
 from workbench.experiments.fewshot import run_fewshot, summarise
 from workbench.experiments.similarity import _rows_of, gains, join, scatter, task_similarity
@@ -222,7 +222,7 @@ def supmer_ablation_table(runs: dict, dg: dict | None = None) -> pd.DataFrame:
     rows = []
     for name, run in runs.items():
         res = run if isinstance(run, dict) and "config" in run else \
-            json.loads((Path(run["out"] if isinstance(run, dict) else run) / "results.json").read_text(encoding="utf-8"))
+            read_run(run["out"] if isinstance(run, dict) else run, "expected a meta-training run directory").results
         v = res["final_val"]
         row = {"run": name, "psi": _supmer_option(res["config"], "psi"), "mixup": _supmer_option(res["config"], "mixup"),
                "types": ",".join(res["source"].get("types", [])),

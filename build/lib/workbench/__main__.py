@@ -1,3 +1,0 @@
-from workbench.cli.main import main
-
-raise SystemExit(main())

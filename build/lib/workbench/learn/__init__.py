@@ -1,2 +1,0 @@
-"""Learning on the prompt tensor: the tuning loop, the init registry, meta-learners, the meta-training loop and
-the cached factory for meta-learned inits. Imports ``tasks`` and ``engine``."""

@@ -1,1 +1,0 @@
-"""ipywidgets panels for the notebooks; thin wrappers over ``experiments`` and ``viz``."""

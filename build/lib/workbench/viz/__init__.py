@@ -1,1 +1,0 @@
-"""Plotly figures (hover on every point) from run directories and from the engine's objects; no training here."""
