@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def make_runs(root: Path, bb, n_runs: int, slots: int) -> list[Path]:

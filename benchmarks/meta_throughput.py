@@ -17,10 +17,8 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build(args, second_order=False):

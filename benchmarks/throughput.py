@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workbench.engine.backbones import load_backbone, set_threads# noqa: E402
 from workbench.config import PromptConfig, TaskConfig# noqa: E402

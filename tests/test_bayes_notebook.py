@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ def test_notebook_is_committed_clean_and_parameterised():
 
 
 def test_notebook_runs_and_writes_run_and_figures(tiny, toy_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     params = dict(dataset="toy", backbone=tiny["bert-mlm"], k=4, seed=3, baselines=["zero-shot", "random"], mode="all",
                   pca_dim=4, iterations=40, record_every=10, ensemble_size=3, steps=2, prompt_length=3, max_length=32,
                   out_dir="runs/bn", interactive=False)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -207,7 +206,6 @@ def test_results_notebook_under_papermill(full_run, tmp_path, monkeypatch):
     assert len(params) == 1 and [ln.split(":")[0] for ln in params[0].source.splitlines()] == [
         "bench_dir", "out_dir", "interactive"]
     out, _ = full_run
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     executed = tmp_path / "executed.ipynb"
     papermill.execute_notebook(str(nb_path), str(executed), kernel_name="python3", cwd=str(tmp_path),
                                parameters=dict(bench_dir=str(out), out_dir="results", interactive=False),

@@ -1,7 +1,6 @@
 """Corpus clustering for MetaPT: embeddings (+ cache), K-means / LDA, summaries, files, pseudo-labels, CLI."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np

@@ -6,7 +6,6 @@ checks recompute what the figures claim (distances, accuracies, nearest tokens) 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -317,7 +316,7 @@ def test_notebook_is_committed_clean_and_parameterised():
     params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1
     lines = [ln for ln in params[0].source.splitlines() if ln.strip()]
-    assert [ln.split(":")[0] for ln in lines] == ["run_dirs", "dataset", "projection", "neighbours", "n_vocab",
+    assert [ln.split(":")[0] for ln in lines] == ["runs", "dataset", "projection", "neighbours", "n_vocab",
                                                   "method", "seed", "n_examples", "match", "cluster_dir", "bayes_dir",
                                                   "out_dir", "interactive"]
     assert all("#" in ln and " = " in ln and ln.count("=") == 1 for ln in lines), "typed, commented literals"
@@ -327,8 +326,7 @@ def test_notebook_is_committed_clean_and_parameterised():
 def test_notebook_runs_headlessly_and_writes_the_figures(env, tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
     pytest.importorskip("ipywidgets")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
-    params = dict(run_dirs=[str(env["run"])], projection="pca", n_examples=16, method="random", seed=13,
+    params = dict(runs=[str(env["run"])], projection="pca", n_examples=16, method="random", seed=13,
                   match="hungarian", cluster_dir=str(env["tmp"] / "runs" / "clusters")
                   if (env["tmp"] / "runs" / "clusters").exists() else "", out_dir="explorer", interactive=True)
     out = tmp_path / "executed.ipynb"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_dataset
 from workbench.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from workbench.engine.runs import RunDir, RunError, read_json, read_jsonl, read_run
-from workbench.experiments import bayes_report, domain_gen, similarity
+from workbench.experiments import bayes_report, similarity, walkthroughs
 from workbench.viz import bayes as viz_bayes
 from workbench.viz import benchmark as viz_benchmark
 from workbench.viz import explore_data, meta, sentence, supmer
@@ -60,7 +60,7 @@ READERS = {  # every figure and report that reads a run directory: (file it read
     "viz.sentence run settings": ("config.json", sentence._run_settings),
     "bayes_report.load_runs": ("results.json", lambda d: bayes_report.load_runs([d])),
     "similarity.gains": ("results.json", lambda d: similarity.gains(d, "m")),
-    "domain_gen.ablation_table": ("results.json", lambda d: domain_gen.ablation_table({"a": d})),
+    "walkthroughs.supmer_ablation_table": ("results.json", lambda d: walkthroughs.supmer_ablation_table({"a": d})),
 }
 
 

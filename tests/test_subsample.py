@@ -72,6 +72,6 @@ def test_every_caller_picks_the_same_test_examples(tiny, toy_data, tmp_path, mon
                                                      lambda xs, prompt: len(xs) == LIMIT))
     res = domain_gen.domain_generalisation(load_backbone(tiny["bert-mlm"]), methods=("random",), source="toy",
                                            targets=(), k=2, seeds=(13,), tune=tune, prompt=PromptConfig(length=2),
-                                           max_test=LIMIT, progress=False)
+                                           test_limit=LIMIT, progress=False)
     assert [r["n_test"] for r in res["rows"]] == [LIMIT]
     assert seen == {"benchmark": want, "bayes": want, "domain_gen": want}

@@ -94,9 +94,7 @@ def test_similarity_head_uses_options_and_centroids_as_anchors(tiny, corpus):
 
 
 def test_validation_split_uses_held_out_documents_and_the_registry(tiny, corpus):
-    from types import SimpleNamespace
     from workbench.engine.backbones import load_backbone
-    from workbench.config import TaskConfig
     from workbench.tasks.episodes import make_source
     bb = load_backbone(tiny["bert-mlm"])
     cfg = apply_overrides(MetaTrainConfig(prompt=PromptConfig(length=3), meta=MetaConfig(max_length=48)),

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 from workbench.cli.common import add_config_options, add_run_options, config_from_args
-from workbench.config import DomainGenConfig, to_dict
-from workbench.engine.backbones import load_backbone, set_threads
-from workbench.engine.runs import RunDir, environment
-from workbench.experiments.domain_gen import domain_generalisation
+from workbench.config import DomainGenConfig
+from workbench.experiments.walkthroughs import domain_gen_run
 
 FLAGS = {"--methods": "methods", "--source": "source", "--targets": "targets", "--meta-run": "meta_run", "--k": "k",
          "--seeds": "seeds", "--test-limit": "test_limit", "--steps": "tune.steps", "--lr": "tune.lr",
@@ -23,16 +21,7 @@ def add_cli(subparsers):
 
 def run_cli(args) -> int:
     cfg = config_from_args(DomainGenConfig, args)
-    with RunDir(cfg.out, cfg.overwrite) as run:
-        set_threads()
-        bb = load_backbone(cfg.backbone)
-        res = domain_generalisation(bb, cfg.methods, cfg.source, cfg.targets, cfg.k, cfg.seeds, cfg.tune, cfg.prompt,
-                                    max_test=cfg.test_limit, meta_run=cfg.meta_run, progress=not args.quiet, run=run)
-        run.write_json("config.json", {"command": "supmer-dg", **to_dict(cfg)})
-        run.write_json("results.json", {**{k: v for k, v in res.items() if k != "table"},
-                                        "table": res["table"].to_dict(), "environment": environment(bb.device),
-                                        "backbone": bb.describe()})
-        res["table"].to_csv(run.path / "table.csv")
+    res = domain_gen_run(cfg, progress=not args.quiet)
     print(res["table"].to_string())
     print(f"overlap: {res['overlap']}\nrun directory: {cfg.out}  ({res['wall_s']:.0f} s)")
     return 0

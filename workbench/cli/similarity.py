@@ -4,11 +4,11 @@ from __future__ import annotations
 import pandas as pd
 
 from workbench.cli.common import add_config_options, add_run_options, config_from_args
-from workbench.config import ConfigError, SimilarityConfig, to_dict
+from workbench.config import SimilarityConfig, to_dict
 from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.runs import RunDir, environment
-from workbench.experiments.similarity import SIM_COLUMNS, _rows_of, gains, join, scatter, task_similarity, write_outputs
-from workbench.tasks.labelled import CONFIGURATIONS, resolve_sources
+from workbench.experiments.similarity import SIM_COLUMNS, write_outputs
+from workbench.experiments.walkthroughs import similarity_to_sources
 
 FLAGS = {"--targets": "targets", "--sources": "sources", "--runs": "runs", "--method": "method",
          "--baseline": "baseline", "--backbone": "backbone.name", "--k": "k", "--seeds": "seeds",
@@ -27,30 +27,13 @@ def add_cli(subparsers):
 
 def run_cli(args) -> int:
     cfg = config_from_args(SimilarityConfig, args)
-    if not cfg.targets:
-        raise ConfigError("similarity needs --targets (comma-separated target datasets)")
-    if cfg.runs and not cfg.method:
-        raise ConfigError("--runs needs --method (the meta init's name in the results rows)")
-    explicit = [] if cfg.sources in CONFIGURATIONS else [s.strip() for s in cfg.sources.split(",") if s.strip()]
     set_threads()
     with RunDir(cfg.out, cfg.overwrite) as run:
         bb = load_backbone(cfg.backbone)
         run.write_json("config.json", {"command": "similarity", **to_dict(cfg), "environment": environment(bb.device)})
-        tables, info = [], {}
-        for t in cfg.targets:
-            names = resolve_sources(t, cfg.sources if not explicit else "leave-one-out", explicit)
-            table, info[t] = task_similarity(bb, t, names, cfg, progress=not args.quiet)
-            tables.append(table)
-            run.log({"event": "target", "target": t, "sources": names, "rows": table.to_dict(orient="records")})
-        table = pd.concat(tables, ignore_index=True)
-        figs = {}
-        if cfg.runs:
-            rows = [r for res in cfg.runs for r in _rows_of(res)]
-            table = join(table, gains(rows, cfg.method, cfg.baseline))
-            figs = {"similarity_scatter": scatter(table, "embed_cos")}
-            if cfg.prompts:
-                figs["similarity_scatter_prompts"] = scatter(table, "update_cos_flat")
-        write_outputs(run.path, table, info, figs)
+        res = similarity_to_sources(bb, cfg, progress=not args.quiet, log=run.log)
+        write_outputs(run.path, res["table"], res["info"], res["figures"])
+    table = res["table"]
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         cols = [c for c in ["target", "source", "n_removed", *SIM_COLUMNS, "gain_mean", "gain_std"] if c in table]
         print(table[cols].round(3).to_string(index=False))

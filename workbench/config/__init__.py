@@ -1,11 +1,36 @@
 """Configuration: dataclasses with help metadata (:mod:`~workbench.config.sections`, and the configs of the smaller
 commands in :mod:`~workbench.config.commands`) and the machinery that serialises, overrides and migrates them
 (:mod:`~workbench.config.base`). Sits beside the layers and imports none of them."""
-from workbench.config.base import (DEFAULT_SEEDS, RENAMED, ConfigError, WorkbenchError, apply_overrides,  # noqa: F401
-                                   choice, from_dict, knob, migrate, section, to_dict, to_json)
-from workbench.config.commands import (BayesReportConfig, ClusterConfig, DomainGenConfig, ExploreConfig,  # noqa: F401
-                                       SimilarityConfig)
-from workbench.config.sections import (LETTERS, TASK_TYPES, BackboneConfig, BayesConfig, FewShotConfig,  # noqa: F401
-                                       LabelledConfig, MetaConfig, MetaTrainConfig, PromptConfig, PseudoConfig,
-                                       SelfSupConfig, SupmerConfig, TaskConfig, TuneConfig, check_choices,
-                                       check_positive)
+from workbench.config.base import (  # noqa: F401
+                                   DEFAULT_SEEDS,
+                                   RENAMED,
+                                   ConfigError,
+                                   WorkbenchError,
+                                   apply_overrides,
+                                   choice,
+                                   from_dict,
+                                   knob,
+                                   migrate,
+                                   section,
+                                   to_dict,
+                                   to_json,
+)
+from workbench.config.commands import BayesReportConfig, ClusterConfig, DomainGenConfig, ExploreConfig, SimilarityConfig  # noqa: F401
+from workbench.config.sections import (  # noqa: F401
+                                   LETTERS,
+                                   TASK_TYPES,
+                                   BackboneConfig,
+                                   BayesConfig,
+                                   FewShotConfig,
+                                   LabelledConfig,
+                                   MetaConfig,
+                                   MetaTrainConfig,
+                                   PromptConfig,
+                                   PseudoConfig,
+                                   SelfSupConfig,
+                                   SupmerConfig,
+                                   TaskConfig,
+                                   TuneConfig,
+                                   check_choices,
+                                   check_positive,
+)

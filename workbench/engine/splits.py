@@ -61,7 +61,7 @@ def kshot_split(ds: Dataset, k: int, seed: int) -> FewShotSplit:
 def subsample(examples: list, limit: int | None, seed: int = 0) -> list:
     """At most ``limit`` of ``examples`` (all of them, as a new list, when ``limit`` is None or not below their
     number): the indices drawn by ``random.Random(seed).sample``, kept in their original order. The benchmark's
-    ``test_limit``, the bayes runs' ``test_limit`` and domain generalisation's ``max_test`` all use it."""
+    ``test_limit``, the bayes runs' ``test_limit`` and domain generalisation's ``test_limit`` all use it."""
     if limit is None or len(examples) <= limit:
         return list(examples)
     return [examples[i] for i in sorted(random.Random(seed).sample(range(len(examples)), limit))]

@@ -1,5 +1,5 @@
 """Evaluating SUPMER: domain generalisation (tune on one sentiment domain, test on the others), the ψ gate and λ
-curriculum over meta-training (:func:`curriculum_figure`) and the ablation table (:func:`ablation_table`).
+curriculum over meta-training (:func:`curriculum_figure`) (the ablation table: :func:`workbench.experiments.walkthroughs.supmer_ablation_table`).
 
 :func:`domain_generalisation` draws k-shot train/dev splits (per seed) from the *source* dataset (SST-2 by default),
 tunes a prompt from each init (``supmer+psi`` tunes with the learned ψ applied frozen to every gradient), picks the
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from workbench.config import ConfigError, PromptConfig, TaskConfig, TuneConfig
 from workbench.engine.data import Dataset, load_dataset
 from workbench.engine.heads import make_head
-from workbench.engine.runs import load_prompt, read_run, save_prompt
+from workbench.engine.runs import load_prompt, save_prompt
 from workbench.engine.splits import decontaminate, kshot_split, normalize_text, subsample, texts_of
 from workbench.engine.templates import resolve_format
 from workbench.learn.inits import InitContext, make_prompt
@@ -64,13 +64,13 @@ def _load(name: str, n_labels: int | None = None) -> Dataset:
 def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), source: str = "sst2",
                           targets=("mr", "mpqa", "yelp5"), k: int = 16, seeds=(13, 21, 42),
                           tune: TuneConfig | None = None, prompt: PromptConfig | None = None,
-                          task: TaskConfig | None = None, max_test: int | None = None, meta_run: str | None = None,
+                          task: TaskConfig | None = None, test_limit: int | None = None, meta_run: str | None = None,
                           extras: dict | None = None, progress: bool = True, run=None) -> dict:
     """Tune on ``source`` with each init in ``methods``, test on ``source`` and ``targets`` (see the module doc).
 
     ``meta_run``: a ``meta-train --method supmer`` run directory whose prompt (and ψ) the inits ``supmer`` /
     ``supmer+psi`` use instead of the cached meta-training; ``extras`` goes to the inits' ``InitContext.extras``;
-    ``max_test`` caps each test set (seeded subsample, the same for every init); ``run`` (a ``runs.RunDir``) gets
+    ``test_limit`` caps each test set (seeded subsample, the same for every init); ``run`` (a ``runs.RunDir``) gets
     one metrics record per (init, seed, test set) and each tuned prompt as a PEFT adapter."""
     tune, prompt, task = tune or TuneConfig(), prompt or PromptConfig(), task or TaskConfig()
     src = _load(source)
@@ -87,8 +87,8 @@ def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), 
     fmt = resolve_format(src.name, src.task, src.labels, backbone.family, task)
     head = make_head(backbone, fmt, task, prompt, tune.max_length)
     head.check_prompt_length(prompt.length)
-    tests = {f"{src.name} (in-domain)": subsample(src.splits["test"], max_test)}
-    tests.update({ds.name: subsample(ds.splits["test"], max_test) for ds in tgts.values()})
+    tests = {f"{src.name} (in-domain)": subsample(src.splits["test"], test_limit)}
+    tests.update({ds.name: subsample(ds.splits["test"], test_limit) for ds in tgts.values()})
     rows, t_all = [], time.perf_counter()
     bar = tqdm(total=len(seeds) * len(methods), desc="domain generalisation", disable=not progress)
     for seed in seeds:
@@ -131,24 +131,5 @@ def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), 
     table["train-dev gap"] = gap.groupby("method")["gap"].mean().reindex(list(methods)).map(lambda v: f"{100 * v:.1f}")
     return {"table": table, "rows": rows, "overlap": overlap, "wall_s": round(time.perf_counter() - t_all, 2),
             "config": {"methods": list(methods), "source": source, "targets": list(targets), "k": k,
-                       "seeds": list(seeds), "max_test": max_test, "meta_run": meta_run,
+                       "seeds": list(seeds), "test_limit": test_limit, "meta_run": meta_run,
                        "tune": tune.__dict__, "prompt": prompt.__dict__, "format": fmt.as_dict()}}
-
-
-def ablation_table(runs: dict, dg: dict | None = None):
-    """pandas DataFrame, one row per meta-training run (``{"name": run_dir}``): its SUPMER options, final
-    meta-validation query accuracy before/after the inner step, and (``dg``: ``{"name": domain_generalisation
-    result}``) the downstream test accuracy per test set."""
-    rows = []
-    for name, run in runs.items():
-        res = read_run(run, "expected a meta-training run directory").results
-        opts = res["config"].get("source_options", {})
-        v = res["final_val"]
-        row = {"run": name, "psi": str(opts.get("supmer.psi", True)).lower() != "false",
-               "mixup": str(opts.get("supmer.mixup", True)).lower() != "false",
-               "types": ",".join(res["source"].get("types", [])), "meta-val acc pre": round(100 * v["acc_pre"], 1),
-               "meta-val acc post": round(100 * v["acc_post"], 1), "steps": res["steps"]}
-        if dg and name in dg:
-            row.update({f"test: {c}": dg[name]["table"].iloc[0][c] for c in dg[name]["table"].columns})
-        rows.append(row)
-    return pd.DataFrame(rows)

@@ -240,7 +240,7 @@ def supmer_in_domain(cfg: DomainGenConfig, runs: dict, backbone=None, progress: 
     :func:`~workbench.experiments.domain_gen.domain_generalisation` result, for :func:`supmer_ablation_table`."""
     bb = backbone or load_backbone(cfg.backbone)
     return {name: domain_generalisation(bb, ["supmer"], cfg.source, [], cfg.k, cfg.seeds, cfg.tune, cfg.prompt,
-                                        max_test=cfg.test_limit, meta_run=run["out"] if isinstance(run, dict) else run,
+                                        test_limit=cfg.test_limit, meta_run=run["out"] if isinstance(run, dict) else run,
                                         progress=progress)
             for name, run in runs.items()}
 
@@ -253,7 +253,7 @@ def domain_gen_run(cfg: DomainGenConfig, backbone=None, progress: bool = True) -
         set_threads()
         bb = backbone or load_backbone(cfg.backbone)
         res = domain_generalisation(bb, cfg.methods, cfg.source, cfg.targets, cfg.k, cfg.seeds, cfg.tune, cfg.prompt,
-                                    max_test=cfg.test_limit, meta_run=cfg.meta_run, progress=progress, run=run)
+                                    test_limit=cfg.test_limit, meta_run=cfg.meta_run, progress=progress, run=run)
         run.write_json("config.json", {"command": "supmer-dg", **to_dict(cfg)})
         run.write_json("results.json", {**{k: v for k, v in res.items() if k != "table"},
                                         "table": res["table"].to_dict(), "environment": environment(bb.device),
