@@ -109,6 +109,12 @@ def test_old_configs_load_and_old_keys_are_refused_by_name():
     old_meta = {"method": "reptile", "meta_steps": 7, "support": 3, "inner_steps": 2, "checkpoint_every": 5}
     mcfg = from_dict(MetaTrainConfig, old_meta)
     assert (mcfg.meta.steps, mcfg.meta.support, mcfg.meta.inner_steps, mcfg.meta.checkpoint_every) == (7, 3, 2, 5)
+    old_supmer = {"method": "supmer", "source": "selfsup", "support": 4,
+                  "source_options": {"supmer.psi": "false", "types": ["scc"], "k_support": 6, "max_length": 40,
+                                     "third_party": 1}}
+    scfg = from_dict(MetaTrainConfig, old_supmer)
+    assert scfg.supmer.psi is False and scfg.selfsup.types == ["scc"] and scfg.selfsup.per_task_support == 6
+    assert scfg.source_options == {"third_party": 1} and scfg.meta.support == 4
     with pytest.raises(ConfigError, match="'meta.source_k' was renamed to 'labelled.k'"):
         apply_overrides(FewShotConfig(), ["meta.source_k=4"])
     with pytest.raises(ConfigError, match="unknown config key"):

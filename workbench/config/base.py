@@ -54,12 +54,26 @@ RENAMED: dict[str, dict[str, str]] = {
 }
 
 
+def literal(raw):
+    """A value written on a command line (``"false"``, ``"6"``, ``"[1, 2]"``) as Python; other values unchanged."""
+    if not isinstance(raw, str):
+        return raw
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
 def migrate(cls, data: dict) -> dict:
     """``data`` with the keys that ``RENAMED`` lists for ``cls`` moved to their new places (a copy)."""
     renames = RENAMED.get(cls.__name__)
     if not renames:
         return data
     data = copy.deepcopy(data)
+    if hasattr(cls, "migrate_old"):  # moves a class needs beyond renames
+        cls.migrate_old(data)
     for old, new in renames.items():
         *parents, last = old.split(".")
         node = data

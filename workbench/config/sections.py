@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from workbench.config.base import DEFAULT_SEEDS, ConfigError, knob, section
+from workbench.config.base import DEFAULT_SEEDS, ConfigError, knob, literal, section
 
 TASK_TYPES = ("nsp", "nss", "scsp", "scss", "scc")  # SUPMER's self-supervised task types
 LETTERS = "ABCDEFGHIJ"  # multiple-choice option letters (bounds selfsup.n_options)
@@ -320,6 +320,27 @@ class MetaTrainConfig:
     supmer: SupmerConfig = section(SupmerConfig, "learner supmer: ψ and curriculum mixup")
     source_options: dict = knob({}, "free-form options for third-party task sources")
     out: str = knob("runs/meta", "run directory")
+
+    @staticmethod
+    def migrate_old(data: dict) -> None:
+        """Move SUPMER's options out of ``source_options``, where they lived before the ``selfsup`` and ``supmer``
+        sections existed (``supmer.<field>``; SelfSupConfig fields of a ``selfsup`` run, ``k_support``/``k_query``
+        now ``per_task_*``, ``max_length``/``seed`` now ``meta.*``), in place; other keys stay."""
+        opts = data.get("source_options")
+        if not isinstance(opts, dict):
+            return
+        selfsup = {f.name for f in fields(SelfSupConfig)}
+        renamed = {"k_support": "per_task_support", "k_query": "per_task_query"}
+        for key in list(opts):  # old values may be command-line strings ("false", "6", "nsp,scc")
+            if key.startswith("supmer."):
+                data.setdefault("supmer", {}).setdefault(key.split(".", 1)[1], literal(opts.pop(key)))
+            elif data.get("source") == "selfsup" and key in ("max_length", "seed"):
+                data.setdefault("meta", {}).setdefault(key, literal(opts.pop(key)))
+            elif data.get("source") == "selfsup" and renamed.get(key, key) in selfsup:
+                value = literal(opts.pop(key))
+                if key in ("types", "exclude") and isinstance(value, str):
+                    value = [v.strip() for v in value.split(",") if v.strip()]
+                data.setdefault("selfsup", {}).setdefault(renamed.get(key, key), value)
 
     def __post_init__(self):
         if self.method == "reptile" and self.meta.inner_steps < 1:
