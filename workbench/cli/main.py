@@ -1,4 +1,4 @@
-"""``workbench`` (also ``python -m workbench``): the command line for batch work.
+"""workbench (also python -m workbench): the command line for batch work.
 
 Every subcommand takes ``--config FILE`` (e.g. an earlier run's config.json) and ``--set section.key=value`` for any
 field of its config; its named options are generated from the same config fields. Errors in the input end the
