@@ -294,3 +294,66 @@ def test_eval_autocast_reaches_every_benchmark_evaluation(tiny, data_dir, tmp_pa
     benchmark.run_benchmark(suite, tmp_path / "b", progress=False)
     assert seen.count("none") == 4  # the 4 training steps of `random`, nothing else
     assert seen.count("bf16") >= 3 + 2  # dev at steps 0, 2, 4 + the unprompted and the tuned test passes
+
+
+def test_families_in_a_suite_are_checked_and_do_not_block_a_resume(tiny, data_dir, full_run, tmp_path):
+    import shutil
+
+    base = suite_dict(tiny)
+    with pytest.raises(ConfigError, match=r"families\['lexical'\] names \['nope'\].*the suite's methods: "
+                                          r"\['zero-shot', 'linear-probe', 'random', 'vocab'\]"):
+        benchmark.resolve_suite({**base, "families": {"lexical": ["vocab", "nope"]}})
+    with pytest.raises(ConfigError, match=r"families\['lexical'\] names \['zero-shot'\]"):  # baselines: not compared
+        benchmark.resolve_suite({**base, "families": {"lexical": ["zero-shot"]}})
+    declared = benchmark.resolve_suite({**base, "families": {"lexical": ["vocab"]}})
+    assert declared["families"] == {"lexical": ["vocab"]} and benchmark.resolve_suite(base)["families"] == {}
+    assert benchmark.suite_diff(benchmark.resolve_suite(base), declared) == []  # statistics only: rows unchanged
+    out = tmp_path / "bench"
+    shutil.copytree(full_run[0], out)
+    before = (out / "rows.jsonl").read_text()
+    res = benchmark.run_benchmark({**base, "families": {"lexical": ["vocab"]}}, out, resume=True, progress=False)
+    assert (out / "rows.jsonl").read_text() == before
+    assert {e["family"] for e in res["statistics"]["paired"]} == {"lexical"}
+    md = (out / "leaderboard.md").read_text()
+    assert "### Holm family `lexical`: 2 comparisons" in md and "(declared: `lexical`): `lexical` (vocab: 2" in md
+
+
+def _committed_results(families=None) -> dict:
+    from workbench.engine.stats import statistics, summarise
+
+    res_dir = REPO / "benchmarks" / "results"
+    rows = benchmark.read_rows(res_dir / "full-2026-11-24.rows.jsonl")
+    suite = json.loads((res_dir / "full-2026-11-24.suite.json").read_text())
+    return {"suite": {**suite, "families": families or {}}, "rows": rows, "summary": summarise(rows),
+            "statistics": statistics(rows, suite["reference"], families=families), "environment": {}, "sessions": []}
+
+
+def test_leaderboard_shows_effects_families_and_verdicts():
+    families = {"labelled-source": ["mpt-maml", "mpt-fomaml", "mpt-reptile", "multitask"],
+                "unlabeled": ["metapt", "supmer"]}
+    md = benchmark.leaderboard_markdown(_committed_results(families))
+    assert ("- statistics: paired over 5 seeds vs `random`; Holm within each family (declared: `labelled-source`, "
+            "`unlabeled`): `labelled-source` "
+            "(mpt-fomaml, mpt-maml, mpt-reptile, multitask: 32 comparisons); `unlabeled` (metapt, supmer: 16 "
+            "comparisons); `other` (bayes, labels, supmer+psi, text, vocab: 40 comparisons)") in md
+    heads = [line for line in md.splitlines() if line.startswith("### Holm family")]
+    assert heads == ["### Holm family `labelled-source`: 32 comparisons", "### Holm family `unlabeled`: 16 comparisons",
+                     "### Holm family `other`: 40 comparisons"]
+    assert "| sst2 k=16 | 5 | 2.3 (1.8–3.2) | 3.8 (3.0–5.3) |" in md  # the MDE table: paired SD, MDE per cell
+    row = next(line for line in md.splitlines() if line.startswith("| agnews | 16 | supmer+psi |"))
+    assert row.startswith("| agnews | 16 | supmer+psi | +1.2 ± 0.2 | [+1.0, +1.4] | 0.4 |") and "**better**" in row
+    assert "Better than `random` (Holm p < 0.05 within its family and |Δ| ≥ MDE): supmer+psi on agnews k=16." in md
+    assert "Worse than `random` (same rule): none." in md and "Not resolved: 87 of 88 comparisons" in md
+    assert "At or below" not in md  # no loss read off a mean that the seeds cannot resolve
+
+
+def test_leaderboard_of_results_written_before_verdicts():
+    """results.json of an earlier version (no MDE, CI or verdict): the leaderboard recomputes the statistics."""
+    new = _committed_results()
+    old = json.loads(json.dumps(new))
+    for e in old["statistics"]["paired"]:
+        for key in ("paired_sd", "mde", "mde_holm", "ci_low", "ci_high", "family", "family_size", "verdict"):
+            del e[key]
+    del old["suite"]["families"], old["statistics"]["families"]
+    assert benchmark.leaderboard_markdown(old) == benchmark.leaderboard_markdown(new)
+    assert "no families declared: Holm over all 88 comparisons" in benchmark.leaderboard_markdown(new)
