@@ -91,3 +91,24 @@ def check_committed_clean(path, names=None):
     assert all("#" in ln and " = " in ln for ln in lines), "each parameter is a typed, commented literal"
     assert not any(ln.lstrip().startswith(("def ", "class ")) for c in code for ln in c.source.splitlines())
     return lines
+
+
+@pytest.fixture
+def tiny_tuning(tiny, toy_data):
+    """What a tuning test needs: a tiny BERT masked-LM head (prompt length 4), the toy k=4 split of seed 13 and a
+    seeded random init."""
+    import torch
+
+    from workbench.config import PromptConfig, TaskConfig
+    from workbench.engine.backbones import load_backbone
+    from workbench.engine.data import load_dataset
+    from workbench.engine.heads import make_head
+    from workbench.engine.splits import kshot_split
+    from workbench.engine.templates import resolve_format
+
+    bb = load_backbone(tiny["bert-mlm"])
+    ds = load_dataset("toy")
+    head = make_head(bb, resolve_format(ds.name, ds.task, ds.labels, bb.family, TaskConfig()), TaskConfig(),
+                     PromptConfig(length=4), 32)
+    init = torch.randn(4, bb.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.3
+    return head, kshot_split(ds, 4, 13), init

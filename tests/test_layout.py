@@ -97,7 +97,7 @@ def test_options_come_from_the_config_fields(capsys):
     with pytest.raises(SystemExit):
         main(["fewshot", "--help"])
     out = capsys.readouterr().out
-    assert "[tune.lr]" in out and "{adamw,adafactor}" in out  # help and choices from the dataclass field
+    assert "[tune.lr]" in out and "{adamw,adafactor,adafactor-relative}" in out  # help, choices from the field
 
 
 def test_old_configs_load_and_old_keys_are_refused_by_name():

@@ -72,8 +72,15 @@ class TaskConfig:
 
 @dataclass
 class TuneConfig:
-    optimizer: str = knob("adamw", "optimizer of the prompt", ("adamw", "adafactor"))
-    lr: float = knob(1e-2, "learning rate")
+    optimizer: str = knob("adamw", "optimizer of the prompt; adafactor-relative: Adafactor's own relative step size "
+                          "(lr=None, relative_step, scale_parameter, warmup_init=false), tune.lr unused",
+                          ("adamw", "adafactor", "adafactor-relative"))
+    lr: float = knob(1e-2, "learning rate (unused by adafactor-relative and when tune.lr_grid is set)")
+    lr_grid: list[float] = knob([], "fewshot: tune these learning rates together (one backbone pass per step for all) "
+                                "and keep the best on dev; [] = off (tune.lr)")
+    schedule: str = knob("constant", "learning-rate schedule after the warm-up (linear: decay to 0 at tune.steps)",
+                         ("constant", "linear"))
+    warmup_steps: int = knob(0, "linear warm-up of the learning rate from 0 over this many steps; 0 = off")
     weight_decay: float = knob(0.0, "weight decay of the prompt")
     steps: int = knob(200, "maximum optimisation steps")
     batch_size: int = knob(16, "training batch size")
@@ -93,6 +100,25 @@ class TuneConfig:
         check_positive(self, "tune", ("snapshot_every", "patience"), minimum=0)
         if not self.lr > 0:
             raise ConfigError(f"tune.lr must be > 0, got {self.lr}")
+        self._check_schedule()
+        self._check_lr_grid()
+
+    def _check_schedule(self):
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ConfigError(f"tune.warmup_steps must be >= 0 and < tune.steps ({self.steps}), "
+                              f"got {self.warmup_steps}")
+        if self.optimizer == "adafactor-relative" and (self.schedule != "constant" or self.warmup_steps):
+            raise ConfigError(f"tune.optimizer 'adafactor-relative' sets its own step size: leave tune.schedule "
+                              f"'constant' and tune.warmup_steps 0 (got {self.schedule!r}, {self.warmup_steps})")
+
+    def _check_lr_grid(self):
+        grid = self.lr_grid
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in grid):
+            raise ConfigError(f"tune.lr_grid must list learning rates > 0, got {grid}")
+        if len(set(grid)) != len(grid):
+            raise ConfigError(f"tune.lr_grid lists a learning rate twice: {grid}")
+        if grid and self.optimizer == "adafactor-relative":
+            raise ConfigError("tune.lr_grid needs an optimizer that uses tune.lr; 'adafactor-relative' does not")
 
     @property
     def eval_precision(self) -> str:

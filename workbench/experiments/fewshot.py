@@ -26,6 +26,7 @@ from workbench.engine.runs import (
 from workbench.engine.splits import kshot_split
 from workbench.engine.templates import resolve_format
 from workbench.experiments.baselines import linear_probe
+from workbench.learn.grid import tune_lr_grid
 from workbench.learn.inits import INITS, InitContext, downstream_grad_hook, make_prompt
 from workbench.learn.tuner import evaluate, tune_prompt
 
@@ -137,8 +138,12 @@ def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> d
                       extras={"config": cfg, "applies_grad_hook": True, "progress": progress})  # cfg.meta
     init, prov = make_prompt(method, ctx)
     log = lambda rec: run.log({"event": "eval", "dataset": ds.name, "method": method, "seed": seed, **rec})
-    res = tune_prompt(head, init, split.train, split.dev, cfg.tune, seed, log=log, progress=progress,
-                      desc=f"{ds.name} {method} s{seed}", grad_hook=downstream_grad_hook(method, prov, head))
+    kw = {"log": log, "progress": progress, "desc": f"{ds.name} {method} s{seed}",
+          "grad_hook": downstream_grad_hook(method, prov, head)}
+    if cfg.tune.lr_grid:  # the grid's members in one pass; the row records the chosen lr and every member's dev
+        res, grid = tune_lr_grid(head, init, split.train, split.dev, cfg.tune, seed, **kw)
+    else:
+        res, grid = tune_prompt(head, init, split.train, split.dev, cfg.tune, seed, **kw), {}
     test = evaluate(head, split.test, res.prompt, cfg.tune.eval_batch_size, cfg.tune.eval_precision, progress=progress,
                     desc=f"{ds.name} test")
     adapter = save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
@@ -148,7 +153,7 @@ def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> d
         save_snapshots(adapter, res.snapshots, best_step=res.best_step)
     return {"dev_acc": res.dev["acc"], "dev_f1": res.dev["f1"], "dev_loss": res.dev["loss"], "test_acc": test["acc"],
             "test_f1": test["f1"], "best_step": res.best_step, "steps_run": res.steps_run,
-            "stopped_early": res.stopped_early, "step0_dev_acc": res.step0_dev["acc"]}
+            "stopped_early": res.stopped_early, "step0_dev_acc": res.step0_dev["acc"], **grid}
 
 
 def summarise(rows: list[dict], keys=("test_acc", "test_f1", "dev_acc")) -> list[dict]:

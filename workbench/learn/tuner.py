@@ -6,6 +6,16 @@ candidate too. Early stopping ends the run after ``patience`` dev evaluations wi
 Snapshots (``tune.snapshot_every`` N > 0): the prompt at step 0, every N steps and at the last step run, each with
 its dev accuracy (a snapshot step that is not a dev-evaluation step gets its own dev pass, which is not logged and
 plays no part in selection), for the trajectory views of ``workbench.explore``.
+
+Learning rate (:func:`lr_factor`): ``tune.lr`` times a factor of the step's 0-based index s = step - 1: s / W during a
+warm-up of W = ``tune.warmup_steps`` steps (so the first update has rate 0), then 1 (``schedule=constant``) or
+(steps - s) / (steps - W) (``linear``: reaching 0 at ``tune.steps``), as transformers'
+``get_constant_schedule_with_warmup`` and ``get_linear_schedule_with_warmup``. The defaults (constant, no warm-up)
+keep ``tune.lr`` throughout. Optimizer ``adafactor-relative`` sets its own step size (see :func:`make_optimizer`) and
+takes no schedule.
+
+One run's state (parameter, optimiser, loss scaler, selection, snapshots) is a :class:`PromptRun`;
+:func:`tune_prompt` drives one, :func:`workbench.learn.grid.tune_grid` drives several through shared backbone passes.
 """
 from __future__ import annotations
 
@@ -20,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers.optimization import Adafactor
 
-from workbench.config import TuneConfig, WorkbenchError
+from workbench.config import ConfigError, TuneConfig, WorkbenchError
 
 
 class TuningError(WorkbenchError, RuntimeError):
@@ -54,24 +64,31 @@ def metrics(logits: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
 @torch.inference_mode()
 def predict(head, examples, prompt: torch.Tensor | None, batch_size: int = 64, autocast: str = "none",
             features: bool = False, progress: bool = False, desc: str = "eval") -> dict:
-    """Class logits (and pooled features) for ``examples``, batched by length; returned in the input order."""
+    """Class logits (and pooled features) for ``examples``, batched by length; returned in the input order.
+
+    ``prompt`` is None, one prompt ``(L, d)``, or a stack ``(G, L, d)``: G prompts each scored on every example, one
+    backbone pass per length chunk for all G (the chunk's examples repeated G times, so no padding is added), and
+    logits ``(G, N, C)`` (features ``(G, N, d)``).
+    """
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].text_a) + len(examples[i].text_b or ""))
+    stacked = prompt is not None and prompt.dim() == 3
+    G = prompt.shape[0] if stacked else 1
     p = None if prompt is None else prompt.to(head.bb.device)
-    logits, feats = [None] * len(examples), [None] * len(examples)
-    chunks = range(0, len(order), batch_size)
-    for s in tqdm(chunks, desc=desc, leave=False, disable=not progress):
+    logits = np.zeros((G, len(examples), head.n_classes), dtype=np.float32)
+    feats = None
+    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
         idx = order[s:s + batch_size]
         with autocast_ctx(head.bb.device, autocast):
-            lg, ft = head.forward(head.batch([examples[i] for i in idx]), p)
-        lg = lg.float().cpu().numpy()
-        ft = ft.float().cpu().numpy() if features else None
-        for j, i in enumerate(idx):
-            logits[i] = lg[j]
-            if features:
-                feats[i] = ft[j]
-    out = {"logits": np.stack(logits) if examples else np.zeros((0, head.n_classes))}
+            lg, ft = head.forward(head.batch([examples[i] for i in idx] * G),
+                                  p.repeat_interleave(len(idx), 0) if stacked else p)
+        logits[:, idx] = lg.float().cpu().numpy().reshape(G, len(idx), -1)
+        if features:
+            ft = ft.float().cpu().numpy().reshape(G, len(idx), -1)
+            feats = np.zeros((G, len(examples), ft.shape[-1]), dtype=np.float32) if feats is None else feats
+            feats[:, idx] = ft
+    out = {"logits": logits if stacked else logits[0]}
     if features:
-        out["features"] = np.stack(feats)
+        out["features"] = feats if stacked else feats[0]
     return out
 
 
@@ -97,15 +114,154 @@ class TuneResult:
 
 
 def make_optimizer(params, cfg: TuneConfig):
+    """AdamW, Adafactor at ``tune.lr`` (no relative step, no parameter scaling), or ``adafactor-relative``:
+    Adafactor's own step size min(1e-2, 1/sqrt(t)) x max(1e-3, RMS(prompt)) (``lr=None, relative_step=True,
+    scale_parameter=True, warmup_init=False``; its warm-up variant, 1e-6 t, would barely move a prompt in a few-shot
+    run of a few hundred steps)."""
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return Adafactor(params, lr=cfg.lr, weight_decay=cfg.weight_decay, relative_step=False, scale_parameter=False,
-                     warmup_init=False, clip_threshold=1.0)
+    relative = cfg.optimizer == "adafactor-relative"
+    return Adafactor(params, lr=None if relative else cfg.lr, weight_decay=cfg.weight_decay, relative_step=relative,
+                     scale_parameter=relative, warmup_init=False, clip_threshold=1.0)
+
+
+def lr_factor(cfg: TuneConfig, step: int) -> float:
+    """The multiple of ``tune.lr`` that training step ``step`` (1, 2, ...) uses (see the module docstring)."""
+    s, w = step - 1, cfg.warmup_steps
+    if s < w:
+        return s / w
+    return 1.0 if cfg.schedule == "constant" else max(0.0, (cfg.steps - s) / (cfg.steps - w))
 
 
 def grad_scaler(cfg: TuneConfig, device: torch.device):
     """A loss scaler for fp16 autocast on CUDA (fp16 gradients underflow without one); None otherwise."""
     return torch.amp.GradScaler("cuda") if cfg.autocast == "fp16" and device.type == "cuda" else None
+
+
+def batch_order(n: int, batch_size: int, seed: int):
+    """Index lists of the training batches, endlessly: shuffled epochs from a generator seeded ``seed``; a batch
+    never repeats an example."""
+    gen = torch.Generator().manual_seed(seed)
+    queue: list[int] = []
+    while True:
+        if len(queue) < batch_size:
+            queue += torch.randperm(n, generator=gen).tolist()
+        idx, queue = queue[:batch_size], queue[batch_size:]
+        yield idx
+
+
+def check_single_lr(cfg: TuneConfig) -> None:
+    if cfg.lr_grid:
+        raise ConfigError(f"tune.lr_grid ({cfg.lr_grid}) is honoured by the fewshot harness only (learn.grid."
+                          f"tune_grid); this caller tunes one learning rate: set tune.lr and leave tune.lr_grid empty")
+
+
+class PromptRun:
+    """One prompt being tuned: its parameter, optimiser and loss scaler, the best-on-dev prompt, patience, the dev
+    history and the snapshots. The caller feeds it losses (:meth:`scaled`, :meth:`update`) and dev scores
+    (:meth:`start`, :meth:`observe` when :meth:`wants_dev`)."""
+
+    def __init__(self, init: torch.Tensor, cfg: TuneConfig, device: torch.device, desc: str, log=None):
+        self.t0 = time.perf_counter()
+        self.cfg, self.desc, self.log = cfg, desc, log
+        self.prompt = init.detach().clone().float().to(device).requires_grad_(True)
+        self.opt = make_optimizer([self.prompt], cfg)
+        self.scaler = grad_scaler(cfg, device)
+        self.history: list[dict] = []
+        self.snapshots: list[dict] = []
+        self.running: list[float] = []
+        self.since, self.steps_run, self.stopped = 0, 0, False
+        self.first = self.best = None  # set by start()
+
+    def start(self, r: dict) -> None:
+        """Step 0: the init's dev scores."""
+        self.first = r
+        self._record(0, r, None)
+        self.best = _best(0, r, self.prompt)
+        if self.cfg.snapshot_every:
+            self.snapshots.append(_snapshot(0, self.prompt, r))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, step: int) -> torch.Tensor:
+        loss = F.cross_entropy(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise TuningError(f"non-finite training loss ({loss.item()}) at step {step} ({self.desc}); "
+                              f"lower tune.lr (now {self.cfg.lr}) or use tune.autocast='none'")
+        return loss
+
+    def scaled(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss to back-propagate (scaled for fp16); clears the previous gradient."""
+        self.opt.zero_grad(set_to_none=True)
+        return self.scaler.scale(loss) if self.scaler else loss
+
+    def update(self, step: int, loss: torch.Tensor, grad_hook=None, batch=None) -> None:
+        """After the backward pass: unscale, ``grad_hook(grad, batch)``, clip, set the step's rate, step."""
+        cfg = self.cfg
+        if self.scaler:
+            self.scaler.unscale_(self.opt)
+        if grad_hook is not None:
+            self.prompt.grad = grad_hook(self.prompt.grad, batch)
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([self.prompt], cfg.grad_clip)
+        if cfg.optimizer != "adafactor-relative":
+            for group in self.opt.param_groups:
+                group["lr"] = cfg.lr * lr_factor(cfg, step)
+        self._step(step)
+        if not torch.isfinite(self.prompt).all():
+            raise TuningError(f"non-finite prompt after the optimiser step at step {step} ({self.desc}); lower tune.lr "
+                              f"(now {cfg.lr}) or use tune.autocast='none'")
+        self.steps_run = step
+        self.running.append(loss.item())
+
+    def _step(self, step: int) -> None:
+        try:
+            if self.scaler:
+                self.scaler.step(self.opt)
+                self.scaler.update()
+            else:
+                self.opt.step()
+        except RuntimeError as e:  # e.g. Adam's step size overflowing float32 at an absurd learning rate
+            if "overflow" not in str(e):
+                raise
+            raise TuningError(f"non-finite update: the optimiser step overflowed at step {step} ({self.desc}): {e}; "
+                              f"lower tune.lr (now {self.cfg.lr})") from None
+
+    def eval_due(self, step: int) -> bool:
+        return step % self.cfg.eval_every == 0 or step == self.cfg.steps
+
+    def wants_dev(self, step: int) -> bool:
+        """Whether step ``step`` needs dev scores: a dev evaluation or a snapshot."""
+        snap = self.cfg.snapshot_every
+        return self.eval_due(step) or bool(snap and (step % snap == 0 or step == self.cfg.steps))
+
+    def observe(self, step: int, r: dict) -> None:
+        """Dev scores after step ``step``: log and select (at evaluation steps), snapshot, early stop."""
+        stop_now = False
+        if self.eval_due(step):
+            self._record(step, r, float(np.mean(self.running)))
+            self.running = []
+            if (r["acc"], -r["loss"]) > self.best["key"]:
+                self.best, self.since = _best(step, r, self.prompt), 0
+            else:
+                self.since += 1
+            stop_now = bool(self.cfg.patience and self.since >= self.cfg.patience)
+        snap = self.cfg.snapshot_every
+        if snap and (step % snap == 0 or step == self.cfg.steps or stop_now):
+            self.snapshots.append(_snapshot(step, self.prompt, r))
+        self.stopped = stop_now
+
+    def _record(self, step: int, r: dict, train_loss) -> None:
+        rec = {"step": step, "dev_acc": r["acc"], "dev_f1": r["f1"], "dev_loss": r["loss"], "train_loss": train_loss}
+        self.history.append(rec)
+        if self.log:
+            self.log(rec)
+
+    def result(self) -> TuneResult:
+        best = self.best
+        if not math.isfinite(best["dev"]["loss"]):
+            raise TuningError(f"non-finite dev loss for every evaluated prompt ({self.desc})")
+        return TuneResult(prompt=best["prompt"], best_step=best["step"], dev=best["dev"], step0_dev=_m(self.first),
+                          steps_run=self.steps_run, stopped_early=self.stopped, wall_s=time.perf_counter() - self.t0,
+                          history=self.history, snapshots=self.snapshots)
 
 
 def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int, log=None, progress: bool = True,
@@ -119,92 +275,32 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
     a fresh particle offset). ``dev_score(prompt) -> {"acc", "f1", "loss"}`` scores a learned prompt on dev for
     selection, early stopping and snapshots (default: :func:`evaluate` on ``dev``).
     """
-    t0 = time.perf_counter()
+    check_single_lr(cfg)
     device = head.bb.device
     torch.manual_seed(seed)
-    prompt = init.detach().clone().float().to(device).requires_grad_(True)
-    opt = make_optimizer([prompt], cfg)
-    scaler = grad_scaler(cfg, device)
-    gen = torch.Generator().manual_seed(seed)
+    run = PromptRun(init, cfg, device, desc, log)
     labels_all = torch.tensor([ex.label for ex in train])
-    queue: list[int] = []
     prompt_fn = prompt_fn or (lambda p, step: p)
     dev_score = dev_score or (lambda p: evaluate(head, dev, p, cfg.eval_batch_size, cfg.eval_precision))
-
-    def dev_eval(step, train_loss):
-        r = dev_score(prompt.detach())
-        rec = {"step": step, "dev_acc": r["acc"], "dev_f1": r["f1"], "dev_loss": r["loss"], "train_loss": train_loss}
-        history.append(rec)
-        if log:
-            log(rec)
-        return r
-
-    history: list[dict] = []
-    first = dev_eval(0, None)
-    best = {"key": (first["acc"], -first["loss"]), "step": 0, "dev": _m(first), "prompt": prompt.detach().cpu().clone()}
-    snap = cfg.snapshot_every
-    snapshots = [_snapshot(0, prompt, first)] if snap else []
-    since, steps_run, stopped, running = 0, 0, False, []
+    run.start(dev_score(run.prompt.detach()))
     bar = tqdm(range(1, cfg.steps + 1), desc=desc, leave=False, disable=not progress)
-    for step in bar:
-        if len(queue) < cfg.batch_size:  # shuffled epochs; a batch never repeats an example
-            queue += torch.randperm(len(train), generator=gen).tolist()
-        idx, queue = queue[: cfg.batch_size], queue[cfg.batch_size:]
+    for step, idx in zip(bar, batch_order(len(train), cfg.batch_size, seed)):
         batch = head.batch([train[i] for i in idx])
-        used = prompt_fn(prompt, step)
         with autocast_ctx(device, cfg.autocast):
-            logits, _ = head.forward(batch, used)
-        loss = F.cross_entropy(logits.float(), labels_all[idx].to(device))
-        if not torch.isfinite(loss):
-            raise TuningError(f"non-finite training loss ({loss.item()}) at step {step} ({desc}); "
-                              f"lower tune.lr (now {cfg.lr}) or use tune.autocast='none'")
-        opt.zero_grad(set_to_none=True)
-        (scaler.scale(loss) if scaler else loss).backward()
-        if scaler:
-            scaler.unscale_(opt)
-        if grad_hook is not None:
-            prompt.grad = grad_hook(prompt.grad, batch)
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([prompt], cfg.grad_clip)
-        try:
-            if scaler:
-                scaler.step(opt)
-                scaler.update()
-            else:
-                opt.step()
-        except RuntimeError as e:  # e.g. Adam's step size overflowing float32 at an absurd learning rate
-            if "overflow" not in str(e):
-                raise
-            raise TuningError(f"non-finite update: the optimiser step overflowed at step {step} ({desc}): {e}; lower tune.lr "
-                              f"(now {cfg.lr})") from None
-        if not torch.isfinite(prompt).all():
-            raise TuningError(f"non-finite prompt after the optimiser step at step {step} ({desc}); lower tune.lr "
-                              f"(now {cfg.lr}) or use tune.autocast='none'")
-        steps_run = step
-        running.append(loss.item())
-        r, stop_now = None, False
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            r = dev_eval(step, float(np.mean(running)))
-            running = []
-            key = (r["acc"], -r["loss"])
-            if key > best["key"]:
-                best = {"key": key, "step": step, "dev": _m(r), "prompt": prompt.detach().cpu().clone()}
-                since = 0
-            else:
-                since += 1
-            bar.set_postfix(dev=f"{r['acc']:.3f}", best=f"{best['dev']['acc']:.3f}")
-            stop_now = bool(cfg.patience and since >= cfg.patience)
-        if snap and (step % snap == 0 or step == cfg.steps or stop_now):
-            r = r or dev_score(prompt.detach())
-            snapshots.append(_snapshot(step, prompt, r))
-        if stop_now:
-            stopped = True
+            logits, _ = head.forward(batch, prompt_fn(run.prompt, step))
+        loss = run.loss(logits, labels_all[idx].to(device), step)
+        run.scaled(loss).backward()
+        run.update(step, loss, grad_hook, batch)
+        if run.wants_dev(step):
+            run.observe(step, dev_score(run.prompt.detach()))
+            bar.set_postfix(dev=f"{run.history[-1]['dev_acc']:.3f}", best=f"{run.best['dev']['acc']:.3f}")
+        if run.stopped:
             break
-    if not math.isfinite(best["dev"]["loss"]):
-        raise TuningError(f"non-finite dev loss for every evaluated prompt ({desc})")
-    return TuneResult(prompt=best["prompt"], best_step=best["step"], dev=best["dev"], step0_dev=_m(first),
-                      steps_run=steps_run, stopped_early=stopped, wall_s=time.perf_counter() - t0, history=history,
-                      snapshots=snapshots)
+    return run.result()
+
+
+def _best(step: int, r: dict, prompt: torch.Tensor) -> dict:
+    return {"key": (r["acc"], -r["loss"]), "step": step, "dev": _m(r), "prompt": prompt.detach().cpu().clone()}
 
 
 def _snapshot(step: int, prompt: torch.Tensor, r: dict) -> dict:
