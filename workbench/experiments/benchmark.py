@@ -469,7 +469,7 @@ def _paired_section(st: dict) -> list[str]:
     lines = _mde_table(st) + [
         "", f"## Paired difference vs `{st['reference']}` (test accuracy points)", "",
         f"Per comparison: mean of the per-seed differences ± their SD; {100 * CI_LEVEL:.0f}% percentile bootstrap CI "
-        f"of the mean over seeds (B = {BOOTSTRAP_B:,}, RNG seed {BOOTSTRAP_SEED}; coarse with 5 seeds); the MDE; the "
+        f"of the mean over seeds (B = {BOOTSTRAP_B:,}, RNG seed {BOOTSTRAP_SEED}; coarse with few seeds); the MDE; the "
         f"paired t-test (two-sided), Holm-corrected within the comparison's family; the Wilcoxon signed-rank p "
         f"(exact, two-sided; its minimum with 5 seeds is 0.0625; its Holm-corrected value is in results.json). "
         f"Verdict: better / worse only when Holm p < {st['alpha']} and |Δ| ≥ MDE; otherwise not resolved."]
