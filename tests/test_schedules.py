@@ -132,7 +132,8 @@ def test_adafactor_relative_is_transformers_relative_step_and_ignores_lr(tiny_tu
     ("tune.warmup_steps=200", r"tune.warmup_steps must be >= 0 and < tune.steps \(200\), got 200"),
     ("tune.schedule=cosine", "tune.schedule must be one of"),
     ("tune.lr_grid=[0.1,0.1]", "tune.lr_grid lists a learning rate twice"),
-    ("tune.lr_grid=[0.1,0]", "tune.lr_grid must list learning rates > 0"),
+    ("tune.lr_grid=[0.1,0]", "tune.lr_grid must list finite learning rates > 0"),
+    ("tune.lr_grid=[0.1,1e999]", "tune.lr_grid must list finite learning rates > 0"),
 ])
 def test_bad_schedule_settings_name_the_field(override, match):
     with pytest.raises(ConfigError, match=match):

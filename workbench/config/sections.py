@@ -3,6 +3,7 @@
 (``knob``), from which the command line builds its options."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 from workbench.config.base import DEFAULT_SEEDS, ConfigError, knob, literal, section
@@ -98,8 +99,8 @@ class TuneConfig:
         check_choices(self, "tune")
         check_positive(self, "tune", ("steps", "batch_size", "max_length", "eval_every", "eval_batch_size"))
         check_positive(self, "tune", ("snapshot_every", "patience"), minimum=0)
-        if not self.lr > 0:
-            raise ConfigError(f"tune.lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"tune.lr must be finite and > 0, got {self.lr}")
         self._check_schedule()
         self._check_lr_grid()
 
@@ -113,8 +114,8 @@ class TuneConfig:
 
     def _check_lr_grid(self):
         grid = self.lr_grid
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 for v in grid):
-            raise ConfigError(f"tune.lr_grid must list learning rates > 0, got {grid}")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf for v in grid):
+            raise ConfigError(f"tune.lr_grid must list finite learning rates > 0, got {grid}")
         if len(set(grid)) != len(grid):
             raise ConfigError(f"tune.lr_grid lists a learning rate twice: {grid}")
         if grid and self.optimizer == "adafactor-relative":
@@ -157,8 +158,8 @@ class MetaConfig:
         check_choices(self, "meta")
         check_positive(self, "meta", ("steps", "meta_batch", "support", "query", "max_length", "val_tasks"))
         check_positive(self, "meta", ("inner_steps", "eval_every", "checkpoint_every"), minimum=0)
-        if not (self.inner_lr > 0 and self.lr > 0):
-            raise ConfigError(f"meta.inner_lr and meta.lr must be > 0, got {self.inner_lr} and {self.lr}")
+        if not (0 < self.inner_lr < math.inf and 0 < self.lr < math.inf):
+            raise ConfigError(f"meta.inner_lr and meta.lr must be finite and > 0, got {self.inner_lr} and {self.lr}")
 
     @property
     def eval_interval(self) -> int:
