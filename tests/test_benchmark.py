@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.experiments import benchmark, fewshot as harness
+from workbench.experiments import benchmark, fewshot as harness, leaderboard
 from workbench.config import ConfigError
 from workbench.engine.runs import RunError
 
@@ -331,7 +331,7 @@ def _committed_results(families=None) -> dict:
 def test_leaderboard_shows_effects_families_and_verdicts():
     families = {"labelled-source": ["mpt-maml", "mpt-fomaml", "mpt-reptile", "multitask"],
                 "unlabeled": ["metapt", "supmer"]}
-    md = benchmark.leaderboard_markdown(_committed_results(families))
+    md = leaderboard.leaderboard_markdown(_committed_results(families))
     assert ("- statistics: paired over 5 seeds vs `random`; Holm within each family (declared: `labelled-source`, "
             "`unlabeled`): `labelled-source` "
             "(mpt-fomaml, mpt-maml, mpt-reptile, multitask: 32 comparisons); `unlabeled` (metapt, supmer: 16 "
@@ -355,5 +355,5 @@ def test_leaderboard_of_results_written_before_verdicts():
         for key in ("paired_sd", "mde", "mde_holm", "ci_low", "ci_high", "family", "family_size", "verdict"):
             del e[key]
     del old["suite"]["families"], old["statistics"]["families"]
-    assert benchmark.leaderboard_markdown(old) == benchmark.leaderboard_markdown(new)
-    assert "no families declared: Holm over all 88 comparisons" in benchmark.leaderboard_markdown(new)
+    assert leaderboard.leaderboard_markdown(old) == leaderboard.leaderboard_markdown(new)
+    assert "no families declared: Holm over all 88 comparisons" in leaderboard.leaderboard_markdown(new)

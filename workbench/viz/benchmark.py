@@ -15,7 +15,8 @@ import plotly.graph_objects as go
 
 from workbench.engine.runs import RESULTS, RunError, atomic_write, read_run
 from workbench.engine.stats import rank_with_ties
-from workbench.experiments.benchmark import ROWS, leaderboard_markdown
+from workbench.experiments.benchmark import ROWS
+from workbench.experiments.leaderboard import leaderboard_markdown
 
 
 def load_benchmark(bench_dir) -> dict:
