@@ -24,14 +24,12 @@ import numpy as np
 import pandas as pd
 
 from workbench.config import (
-    BackboneConfig,
     ClusterConfig,
     ConfigError,
     DomainGenConfig,
     FewShotConfig,
     MetaTrainConfig,
     SimilarityConfig,
-    from_dict,
     to_dict,
 )
 from workbench.engine.backbones import load_backbone, set_threads
@@ -39,7 +37,7 @@ from workbench.engine.runs import RunDir, environment, read_run, write_json
 from workbench.experiments.domain_gen import domain_generalisation
 from workbench.experiments.fewshot import run_fewshot, summarise
 from workbench.experiments.similarity import _rows_of, gains, join, scatter, task_similarity
-from workbench.learn.metatrain import run_meta_training
+from workbench.learn.metatrain import meta_backbone, run_meta_training  # noqa: F401  (meta_backbone: notebook 02)
 from workbench.tasks.corpus import Clustering, brown_genres, cluster_corpus, save_clustering
 from workbench.tasks.labelled import CONFIGURATIONS, resolve_sources
 
@@ -84,16 +82,6 @@ def cluster_run(cfg: ClusterConfig, backbone=None, progress: bool = True) -> Clu
 
 
 # ----------------------------------------------------------------------------------------------- meta-training
-def meta_backbone(cfg: MetaTrainConfig):
-    """The backbone of ``cfg`` as meta-training needs it (``maml`` differentiates through the inner step: second
-    order, eager attention), loaded once to serve several runs (and the downstream tuning after them)."""
-    set_threads()
-    bcfg = cfg.backbone
-    if cfg.method == "maml" and not bcfg.second_order:
-        bcfg = from_dict(BackboneConfig, {**to_dict(bcfg), "second_order": True, "attn": "eager"})
-    return load_backbone(bcfg)
-
-
 def meta_train_targets(cfg: MetaTrainConfig, targets, out_root, backbone=None, overwrite: bool = False,
                        progress: bool = True) -> dict[str, dict]:
     """``workbench meta-train`` once per target: ``cfg`` with ``target`` set and ``out = <out_root>/<target>`` (a

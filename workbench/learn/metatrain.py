@@ -84,6 +84,16 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- the loop
+def meta_backbone(cfg: MetaTrainConfig):
+    """The backbone of ``cfg`` as meta-training needs it (``maml`` differentiates through the inner step: second
+    order, eager attention); load it once to serve several runs (and the downstream tuning after them)."""
+    set_threads()
+    bcfg = cfg.backbone
+    if cfg.method == "maml" and not bcfg.second_order:
+        bcfg = from_dict(BackboneConfig, {**to_dict(bcfg), "second_order": True, "attn": "eager"})
+    return load_backbone(bcfg)
+
+
 def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False, overwrite: bool = False,
                       progress: bool = True, stop_after: int | None = None) -> dict:
     """Meta-train a prompt; return the results dict (also in ``<out>/results.json``). ``stop_after`` ends the run
@@ -111,11 +121,7 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
     if cfg.source == "labelled":  # refuse leakage / empty configurations before loading anything
         resolve_sources(cfg.target, cfg.labelled.sources, cfg.labelled.datasets)
     set_threads()
-    if backbone is None:
-        bcfg = cfg.backbone
-        if cfg.method == "maml" and not bcfg.second_order:
-            bcfg = from_dict(BackboneConfig, {**to_dict(bcfg), "second_order": True, "attn": "eager"})
-        backbone = load_backbone(bcfg)
+    backbone = backbone or meta_backbone(cfg)
     if cfg.method == "maml" and backbone.attn != "eager":
         raise ConfigError("method 'maml' differentiates through the inner step: load the backbone with "
                           "backbone.second_order=true (eager attention)")
