@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers.optimization import Adafactor
 
 from workbench.config import (
     BackboneConfig,
@@ -52,7 +51,7 @@ from workbench.learn.checkpoints import (
 )
 from workbench.learn.inits import InitContext, make_prompt
 from workbench.learn.meta import LEARNERS, evaluate_episodes, meta_step
-from workbench.learn.tuner import TuningError
+from workbench.learn.tuner import TuningError, adafactor
 from workbench.tasks.episodes import SOURCES, make_source
 from workbench.tasks.labelled import resolve_sources
 
@@ -61,7 +60,7 @@ IGNORED_ON_RESUME = ("meta.checkpoint_every", "out")  # keys that may differ bet
 
 def _optimizer(P, cfg: MetaTrainConfig):
     if cfg.meta.optimizer == "adafactor":
-        return Adafactor([P], lr=cfg.meta.lr, weight_decay=cfg.meta.weight_decay, relative_step=False, scale_parameter=False,
+        return adafactor([P], lr=cfg.meta.lr, weight_decay=cfg.meta.weight_decay, relative_step=False, scale_parameter=False,
                          warmup_init=False, clip_threshold=1.0)
     cls = torch.optim.Adam if cfg.meta.optimizer == "adam" else torch.optim.AdamW
     return cls([P], lr=cfg.meta.lr, weight_decay=cfg.meta.weight_decay)

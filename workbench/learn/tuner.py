@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers.optimization import Adafactor
 
 from workbench.config import ConfigError, TuneConfig, WorkbenchError
 
@@ -113,6 +112,13 @@ class TuneResult:
     snapshots: list = field(default_factory=list)  # tune.snapshot_every > 0: {step, prompt (cpu), dev_acc, dev_loss}
 
 
+def adafactor(params, **kw):
+    """transformers' Adafactor (``kw``: its arguments), for the tuner and the meta-training loop."""
+    # lazy: transformers.optimization imports the trainer and peft (1.7 s at start-up), for an optimiser few runs use
+    from transformers.optimization import Adafactor
+    return Adafactor(params, **kw)
+
+
 def make_optimizer(params, cfg: TuneConfig):
     """AdamW, Adafactor at ``tune.lr`` (no relative step, no parameter scaling), or ``adafactor-relative``:
     Adafactor's own step size min(1e-2, 1/sqrt(t)) x max(1e-3, RMS(prompt)) (``lr=None, relative_step=True,
@@ -121,7 +127,7 @@ def make_optimizer(params, cfg: TuneConfig):
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     relative = cfg.optimizer == "adafactor-relative"
-    return Adafactor(params, lr=None if relative else cfg.lr, weight_decay=cfg.weight_decay, relative_step=relative,
+    return adafactor(params, lr=None if relative else cfg.lr, weight_decay=cfg.weight_decay, relative_step=relative,
                      scale_parameter=relative, warmup_init=False, clip_threshold=1.0)
 
 
