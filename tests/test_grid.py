@@ -124,7 +124,7 @@ def test_fewshot_lr_grid_keeps_the_member_dev_selects(tiny, toy_data, tmp_path):
     best = min(row["lr_grid"], key=lambda m: (-m["dev_acc"], m["dev_loss"], m["best_step"], m["lr"]))
     assert row["lr"] == best["lr"] and (row["dev_acc"], row["best_step"]) == (best["dev_acc"], best["best_step"])
     single, _ = run("single", "--set", f"tune.lr={row['lr']}")
-    assert "lr_grid" not in single and "lr" not in single
+    assert "lr_grid" not in single and single["lr"] == row["lr"] and single["selection"] == "dev"
     assert (single["dev_acc"], single["best_step"], single["test_acc"]) == (row["dev_acc"], row["best_step"],
                                                                             row["test_acc"])
     assert single["dev_loss"] == pytest.approx(row["dev_loss"], rel=1e-5)

@@ -94,6 +94,13 @@ class TuneConfig:
     eval_autocast: str = knob("same", "evaluation only (dev selection, test, ensembles)", ("same", "none", "bf16", "fp16"))
     eval_batch_size: int = knob(64, "evaluation batch size")
     snapshot_every: int = knob(0, "keep the prompt every N steps and at step 0; 0 = off")
+    budgets: list[int] = knob([], "fewshot learning curve: step budgets B (each <= tune.steps); the test accuracy of the "
+                              "init (step 0) and of the prompt selected within each budget and at tune.steps, and "
+                              "the area under that curve; [] = off")
+    selection: str = knob("dev", "how the learning rate and step are chosen: dev (the k-per-class dev split) or cv "
+                          "(tune.cv_folds-fold cross-validation over train+dev, then one run on all of it)",
+                          ("dev", "cv"))
+    cv_folds: int = knob(4, "tune.selection=cv: folds (stratified, seeded; at most the examples per class)")
 
     def __post_init__(self):
         check_choices(self, "tune")
@@ -103,6 +110,19 @@ class TuneConfig:
             raise ConfigError(f"tune.lr must be finite and > 0, got {self.lr}")
         self._check_schedule()
         self._check_lr_grid()
+        self._check_budgets()
+
+    def _check_budgets(self):
+        b = self.budgets
+        if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in b):
+            raise ConfigError(f"tune.budgets must list step counts >= 1, got {b}")
+        if b and max(b) > self.steps:
+            raise ConfigError(f"tune.budgets: budget {max(b)} is longer than the run (tune.steps = {self.steps}); "
+                              f"raise tune.steps or drop the budget")
+        if len(set(b)) != len(b):
+            raise ConfigError(f"tune.budgets lists a budget twice: {b}")
+        if self.cv_folds < 2:
+            raise ConfigError(f"tune.cv_folds must be >= 2, got {self.cv_folds}")
 
     def _check_schedule(self):
         if not 0 <= self.warmup_steps < self.steps:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, FewShotConfig, to_dict
@@ -26,9 +27,9 @@ from workbench.engine.runs import (
 from workbench.engine.splits import kshot_split
 from workbench.engine.templates import resolve_format
 from workbench.experiments.baselines import linear_probe
-from workbench.learn.grid import tune_lr_grid
 from workbench.learn.inits import INITS, InitContext, downstream_grad_hook, make_prompt
-from workbench.learn.tuner import evaluate, tune_prompt
+from workbench.learn.selection import curve_auc, tune_selected
+from workbench.learn.tuner import evaluate, metrics, predict
 
 BASELINES = ("zero-shot", "linear-probe")
 
@@ -140,20 +141,40 @@ def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> d
     log = lambda rec: run.log({"event": "eval", "dataset": ds.name, "method": method, "seed": seed, **rec})
     kw = {"log": log, "progress": progress, "desc": f"{ds.name} {method} s{seed}",
           "grad_hook": downstream_grad_hook(method, prov, head)}
-    if cfg.tune.lr_grid:  # the grid's members in one pass; the row records the chosen lr and every member's dev
-        res, grid = tune_lr_grid(head, init, split.train, split.dev, cfg.tune, seed, **kw)
-    else:
-        res, grid = tune_prompt(head, init, split.train, split.dev, cfg.tune, seed, **kw), {}
-    test = evaluate(head, split.test, res.prompt, cfg.tune.eval_batch_size, cfg.tune.eval_precision, progress=progress,
-                    desc=f"{ds.name} test")
+    res = tune_selected(head, init, split.train, split.dev, cfg.tune, seed, **kw)
+    test = _test_scores(head, split.test, res, cfg.tune, progress, ds.name)
     adapter = save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
                           {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "best_step": res.best_step,
                            "dev_acc": res.dev["acc"], "insert_offset": head.offset, "provenance": prov})
     if res.snapshots:  # tune.snapshot_every > 0: the prompt's trajectory, next to the adapter
         save_snapshots(adapter, res.snapshots, best_step=res.best_step)
-    return {"dev_acc": res.dev["acc"], "dev_f1": res.dev["f1"], "dev_loss": res.dev["loss"], "test_acc": test["acc"],
-            "test_f1": test["f1"], "best_step": res.best_step, "steps_run": res.steps_run,
-            "stopped_early": res.stopped_early, "step0_dev_acc": res.step0_dev["acc"], **grid}
+    row = {"dev_acc": res.dev["acc"], "dev_f1": res.dev["f1"], "dev_loss": res.dev["loss"], "test_acc": test[0]["acc"],
+           "test_f1": test[0]["f1"], "best_step": res.best_step, "steps_run": res.steps_run,
+           "stopped_early": res.stopped_early, "step0_dev_acc": res.step0_dev["acc"], **res.record}
+    if res.points:
+        row["curve"] = [{**p, "test_acc": t["acc"], "test_f1": t["f1"]} for p, t in zip(res.points, test[1:])]
+        row["init_test_acc"] = row["curve"][0]["test_acc"]
+        row["curve_auc"] = curve_auc(row["curve"])
+    return row
+
+
+def _test_scores(head, test, res, cfg, progress: bool, name: str) -> list[dict]:
+    """Test scores of the selected prompt and of every learning-curve prompt, from one stacked pass over the distinct
+    prompts."""
+    prompts = [res.prompt, *res.prompts]
+    distinct: list[torch.Tensor] = []
+    where = []
+    for p in prompts:
+        j = next((i for i, q in enumerate(distinct) if q.shape == p.shape and torch.equal(q, p)), None)
+        if j is None:
+            distinct.append(p)
+            j = len(distinct) - 1
+        where.append(j)
+    logits = predict(head, test, torch.stack(distinct), cfg.eval_batch_size, cfg.eval_precision, progress=progress,
+                     desc=f"{name} test")["logits"]
+    labels = np.array([ex.label for ex in test])
+    scores = [metrics(lg, labels, head.n_classes) for lg in logits]
+    return [scores[j] for j in where]
 
 
 def summarise(rows: list[dict], keys=("test_acc", "test_f1", "dev_acc")) -> list[dict]:

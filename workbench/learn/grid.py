@@ -47,7 +47,7 @@ def tune_grid(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int, 
         active = [run for run in runs if not run.stopped]
         if not active:
             break
-        _train_step(head, active, [train[i] for i in idx], labels_all[idx], step, cfg, grad_hook)
+        train_step(head, active, [train[i] for i in idx], labels_all[idx], step, cfg, grad_hook)
         if active[0].wants_dev(step):  # the same steps for every member: they share cfg but lr
             for run, r in zip(active, score_members(head, dev, active, cfg)):
                 run.observe(step, r)
@@ -57,7 +57,7 @@ def tune_grid(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int, 
 def _members(init, cfg: TuneConfig, seed: int, lrs, device, log, desc) -> list[PromptRun]:
     if not lrs:
         raise ConfigError("tune_grid needs at least one learning rate")
-    if cfg.optimizer == "adafactor-relative":
+    if cfg.optimizer == "adafactor-relative" and len(lrs) > 1:
         raise ConfigError("a learning-rate grid needs an optimizer that uses tune.lr; 'adafactor-relative' does not")
     torch.manual_seed(seed)
     return [PromptRun(init, dataclasses.replace(cfg, lr=lr, lr_grid=[]), device, f"{desc} lr={lr}",
@@ -68,7 +68,7 @@ def _with_lr(log, lr: float):
     return None if log is None else (lambda rec: log({**rec, "lr": lr}))
 
 
-def _train_step(head, active: list[PromptRun], examples: list, labels: torch.Tensor, step: int, cfg: TuneConfig,
+def train_step(head, active: list[PromptRun], examples: list, labels: torch.Tensor, step: int, cfg: TuneConfig,
                 grad_hook) -> None:
     """One backbone pass for every running member over ``examples`` repeated once per member; one update each."""
     device, B, G = head.bb.device, len(examples), len(active)
@@ -95,14 +95,3 @@ def select_member(results: list[TuneResult], lrs: list[float]) -> int:
     """The member a grid keeps: best dev accuracy, then lower dev loss, then earlier best step, then smaller lr."""
     return min(range(len(results)), key=lambda g: (-results[g].dev["acc"], results[g].dev["loss"],
                                                    results[g].best_step, lrs[g]))
-
-
-def tune_lr_grid(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int, **kw) -> tuple[TuneResult, dict]:
-    """The members of ``tune.lr_grid`` tuned in one pass (:func:`tune_grid`, keywords passed on) and the one
-    :func:`select_member` keeps, with the grid's record for a results row: the chosen ``lr`` and, per member, its
-    learning rate and best dev scores (``lr_grid``)."""
-    results = tune_grid(head, init, train, dev, cfg, seed, cfg.lr_grid, **kw)
-    chosen = select_member(results, cfg.lr_grid)
-    members = [{"lr": lr, "dev_acc": r.dev["acc"], "dev_f1": r.dev["f1"], "dev_loss": r.dev["loss"],
-                "best_step": r.best_step, "steps_run": r.steps_run} for lr, r in zip(cfg.lr_grid, results)]
-    return results[chosen], {"lr": cfg.lr_grid[chosen], "lr_grid": members}

@@ -110,6 +110,7 @@ class TuneResult:
     wall_s: float
     history: list = field(default_factory=list)  # one dict per dev evaluation
     snapshots: list = field(default_factory=list)  # tune.snapshot_every > 0: {step, prompt (cpu), dev_acc, dev_loss}
+    budget_best: dict = field(default_factory=dict)  # tune.budgets: budget -> the best {step, dev, prompt} within it
 
 
 def adafactor(params, **kw):
@@ -178,12 +179,14 @@ class PromptRun:
         self.running: list[float] = []
         self.since, self.steps_run, self.stopped = 0, 0, False
         self.first = self.best = None  # set by start()
+        self.budget_best: dict[int, dict] = {}  # tune.budgets: the best evaluation at a step <= each budget
 
     def start(self, r: dict) -> None:
         """Step 0: the init's dev scores."""
         self.first = r
         self._record(0, r, None)
         self.best = _best(0, r, self.prompt)
+        self.budget_best = {b: self.best for b in self.cfg.budgets}
         if self.cfg.snapshot_every:
             self.snapshots.append(_snapshot(0, self.prompt, r))
 
@@ -249,6 +252,7 @@ class PromptRun:
                 self.best, self.since = _best(step, r, self.prompt), 0
             else:
                 self.since += 1
+            self.budget_best.update({b: self.best for b in self.cfg.budgets if step <= b})
             stop_now = bool(self.cfg.patience and self.since >= self.cfg.patience)
         snap = self.cfg.snapshot_every
         if snap and (step % snap == 0 or step == self.cfg.steps or stop_now):
@@ -267,7 +271,7 @@ class PromptRun:
             raise TuningError(f"non-finite dev loss for every evaluated prompt ({self.desc})")
         return TuneResult(prompt=best["prompt"], best_step=best["step"], dev=best["dev"], step0_dev=_m(self.first),
                           steps_run=self.steps_run, stopped_early=self.stopped, wall_s=time.perf_counter() - self.t0,
-                          history=self.history, snapshots=self.snapshots)
+                          history=self.history, snapshots=self.snapshots, budget_best=self.budget_best)
 
 
 def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int, log=None, progress: bool = True,
