@@ -285,10 +285,12 @@ def test_shipped_suites_resolve():
 def test_eval_autocast_reaches_every_benchmark_evaluation(tiny, data_dir, tmp_path, monkeypatch):
     """tune.eval_autocast=bf16 in a suite: training steps run without autocast, every evaluation (the shared
     unprompted test pass of zero-shot / linear probe included) under bf16."""
+    import workbench.learn.grid as grid
     import workbench.learn.tuner as tuner
 
     seen, real = [], tuner.autocast_ctx
-    monkeypatch.setattr(tuner, "autocast_ctx", lambda device, mode: (seen.append(mode), real(device, mode))[1])
+    for module in (tuner, grid):  # training steps run through learn.grid, evaluation through learn.tuner.predict
+        monkeypatch.setattr(module, "autocast_ctx", lambda device, mode: (seen.append(mode), real(device, mode))[1])
     suite = suite_dict(tiny, methods=["zero-shot", "random"], seeds=[13], grid=[{"datasets": ["toy"], "k": [2]}],
                        tune={"steps": 4, "eval_every": 2, "max_length": 32, "lr": 0.05, "eval_autocast": "bf16"})
     benchmark.run_benchmark(suite, tmp_path / "b", progress=False)
@@ -357,3 +359,20 @@ def test_leaderboard_of_results_written_before_verdicts():
     del old["suite"]["families"], old["statistics"]["families"]
     assert leaderboard.leaderboard_markdown(old) == leaderboard.leaderboard_markdown(new)
     assert "no families declared: Holm over all 88 comparisons" in leaderboard.leaderboard_markdown(new)
+
+
+def test_a_suite_with_budgets_reports_the_learning_curve_and_its_statistics(tiny, data_dir, tmp_path):
+    suite = suite_dict(tiny, methods=["zero-shot", "random", "vocab"], grid=[{"datasets": ["toy"], "k": [2]}],
+                       tune={"steps": 4, "eval_every": 2, "max_length": 32, "lr_grid": [0.05, 0.5], "budgets": [2]})
+    res = benchmark.run_benchmark(suite, tmp_path / "curve", progress=False)
+    tuned = [r for r in res["rows"] if r["method"] != "zero-shot"]
+    assert all([p["budget"] for p in r["curve"]] == [0, 2, 4] for r in tuned)
+    assert "curve" not in next(r for r in res["rows"] if r["method"] == "zero-shot")
+    auc = res["curve_statistics"]["curve_auc"]["paired"]
+    assert [e["method"] for e in auc] == ["vocab"]
+    want = [next(r["curve_auc"] for r in tuned if r["method"] == "vocab" and r["seed"] == s)
+            - next(r["curve_auc"] for r in tuned if r["method"] == "random" and r["seed"] == s) for s in SEEDS]
+    assert auc[0]["diff_mean"] == pytest.approx(sum(want) / len(want))
+    board = (tmp_path / "curve" / "leaderboard.md").read_text()
+    assert "## Learning curve" in board and "| B=0 | B=2 | B=4 | AUC | last step |" in board
+    assert "lr grid [0.05, 0.5]" in board

@@ -144,6 +144,7 @@ def test_module_help_lists_subcommands():
 def test_eval_autocast_applies_to_evaluation_only(tiny, toy_data, tmp_path, monkeypatch):
     """--eval-autocast bf16 with fp32 training: every training step runs without autocast, every dev/test pass under
     bf16, and the choice is recorded in config.json."""
+    import workbench.learn.grid as grid
     import workbench.learn.tuner as tuner
 
     seen, real = [], tuner.autocast_ctx
@@ -152,7 +153,8 @@ def test_eval_autocast_applies_to_evaluation_only(tiny, toy_data, tmp_path, monk
         seen.append(mode)
         return real(device, mode)
 
-    monkeypatch.setattr(tuner, "autocast_ctx", spy)
+    for module in (tuner, grid):  # training steps run through learn.grid, evaluation through learn.tuner.predict
+        monkeypatch.setattr(module, "autocast_ctx", spy)
     out = tmp_path / "ev"
     assert main(fewshot(tiny, out, "--methods", "zero-shot,random", "--seeds", "13", "--eval-autocast", "bf16")) == 0
     assert json.loads((out / "config.json").read_text())["tune"]["eval_autocast"] == "bf16"

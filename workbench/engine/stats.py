@@ -254,7 +254,7 @@ def average_ranks(summary: list[dict], metric: str = "test_acc_mean") -> list[di
 def statistics(rows: list[dict], reference: str = "random", metric: str = "test_acc", alpha: float = 0.05,
                families: dict | None = None) -> dict:
     """Everything results.json carries under ``statistics``."""
-    summary = summarise(rows)
+    summary = summarise(rows, (metric,))
     have_ref = any(r["method"] == reference for r in rows)
     return {"metric": metric, "reference": reference, "alpha": alpha, "power": POWER, "families": families or {},
             "tests": "paired t-test over seeds (two-sided), Holm-corrected within each family (one family, 'all', "

@@ -324,6 +324,10 @@ def finalize(out: Path, resolved: dict, rows: list[dict], backbone, session_s: f
         "sessions": prev.get("sessions", []) + [{"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                                   "wall_s": round(session_s, 2), "command": command}],
     }
+    curved = [r for r in rows if r.get("curve")]
+    if curved:  # the learning curve's own comparisons: the untuned init, and the area under the curve
+        results["curve_statistics"] = {key: statistics(curved, resolved["reference"], key, families=resolved.get(
+            "families")) for key in ("init_test_acc", "curve_auc")}
     write_json(out / RESULTS, results)
     atomic_write(out / "leaderboard.md", leaderboard_markdown(results))
     results["out"] = str(out)

@@ -58,14 +58,32 @@ def _stats_line(st: dict) -> str:
             f"alpha {st['alpha']}, MDE at power {st['power']}")
 
 
+def _lr_text(tune: dict) -> str:
+    opt = tune.get("optimizer", "adamw")
+    if opt == "adafactor-relative":
+        return "Adafactor with relative steps"
+    lr = f"lr grid {tune['lr_grid']}" if tune.get("lr_grid") else f"lr {tune['lr']}"
+    sched = tune.get("schedule", "constant")
+    warm = tune.get("warmup_steps", 0)
+    return f"{opt} {lr}, {sched} schedule" + (f" after {warm} warm-up steps" if warm else "")
+
+
+def _selection_text(tune: dict) -> str:
+    if tune.get("selection", "dev") == "cv":
+        return (f"{tune['cv_folds']}-fold cross-validation over train+dev (learning rate and step), then one run on "
+                f"train+dev")
+    return "best dev accuracy (dev = k per class) over learning rates and evaluated steps"
+
+
 def _header(results: dict, st: dict) -> list[str]:
     suite, env, sess = results["suite"], results["environment"], results.get("sessions", [])
     limit = suite["test_limit"]
     lines = [f"# Leaderboard: {suite['name']}", "", suite.get("description") or "", "",
              f"- backbone: {suite['backbone']['name']}; prompt length {suite['prompt']['length']}; "
-             f"steps ≤ {suite['tune']['steps']}, lr {suite['tune']['lr']}, batch {suite['tune']['batch_size']}, "
+             f"steps ≤ {suite['tune']['steps']}, {_lr_text(suite['tune'])}, batch {suite['tune']['batch_size']}, "
              f"eval every {suite['tune']['eval_every']}, autocast {suite['tune']['autocast']} "
              f"(evaluation: {suite['tune'].get('eval_autocast', 'same')})",
+             f"- selection: {_selection_text(suite['tune'])}",
              f"- seeds: {suite['seeds']} (k-shot train + dev of k per class; best-on-dev prompt; test never used "
              f"for selection)"]
     lines += [_stats_line(st)] if st["paired"] else []
@@ -158,6 +176,51 @@ def _paired_section(st: dict) -> list[str]:
     return lines + _verdict_lines(st)
 
 
+CURVE_METRICS = (("init_test_acc", "init only (step 0)"), ("curve_auc", "learning-curve AUC"))
+
+
+def _curve_table(results: dict) -> list[str]:
+    """Mean test accuracy over cells and seeds at each point of the learning curve, its AUC, and how often the
+    selected step was the last step run (a run that ends while still improving)."""
+    tuned = [r for r in results["rows"] if r.get("curve")]
+    if not tuned:
+        return []
+    budgets = [p["budget"] for p in tuned[0]["curve"]]
+    by: dict[str, list[dict]] = {}
+    for r in tuned:
+        by.setdefault(r["method"], []).append(r)
+    lines = ["", "## Learning curve: test accuracy (%) of the prompt selected within each step budget", "",
+             "Mean over every cell and seed (budget 0 = the init itself, untuned). AUC: trapezoid over log2(1 + "
+             "budget), normalised to an accuracy. Last step: the share of runs whose selected step was the last one "
+             "run without early stopping (high = runs end before they converge).", "",
+             "| method | " + " | ".join(f"B={b}" for b in budgets) + " | AUC | last step |",
+             "|---|" + "---:|" * (len(budgets) + 2)]
+    for m, rs in sorted(by.items(), key=lambda kv: -np.mean([r["curve_auc"] for r in kv[1]])):
+        pts = [_pct(float(np.mean([r["curve"][i]["test_acc"] for r in rs]))) for i in range(len(budgets))]
+        last = np.mean([r["best_step"] == r["steps_run"] and not r.get("stopped_early") for r in rs])
+        lines.append(f"| {m} | " + " | ".join(pts) + f" | {_pct(float(np.mean([r['curve_auc'] for r in rs])))} | "
+                     f"{100 * last:.0f}% |")
+    for key, title in CURVE_METRICS:
+        st = results.get("curve_statistics", {}).get(key)
+        if st and st["paired"]:
+            lines += _verdict_counts(st, title)
+    return lines
+
+
+def _verdict_counts(st: dict, title: str) -> list[str]:
+    lines = ["", f"Paired vs `{st['reference']}` on the {title} (same tests and families as above): per method, "
+             f"the mean Δ over cells (points) and the verdicts.", "",
+             "| method | mean Δ | better | worse | not resolved |", "|---|---:|---:|---:|---:|"]
+    by: dict[str, list[dict]] = {}
+    for e in st["paired"]:
+        by.setdefault(e["method"], []).append(e)
+    for m, es in by.items():
+        count = {v: sum(e["verdict"] == v for e in es) for v in ("better", "worse", NOT_RESOLVED)}
+        lines.append(f"| {m} | {100 * np.mean([e['diff_mean'] for e in es]):+.1f} | {count['better']} | "
+                     f"{count['worse']} | {count[NOT_RESOLVED]} |")
+    return lines
+
+
 def leaderboard_markdown(results: dict) -> str:
     """The leaderboard (test accuracy %, mean ± std over seeds; average rank), what the seeds can resolve (MDE per
     cell), and the paired comparisons vs the reference, one table per Holm family, each with its verdict."""
@@ -167,4 +230,5 @@ def leaderboard_markdown(results: dict) -> str:
         lines += ["", f"No paired tests: the reference `{st['reference']}` is not among the methods."]
     if st["paired"]:
         lines += _paired_section(st)
+    lines += _curve_table(results)
     return "\n".join(lines) + "\n"
