@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from workbench.config import ConfigError
 from workbench.methods.bayes import BayesConfig, BayesError, ece, fit_distribution, load_distribution
 from workbench.methods.svgd import GaussianMixtureDensity, SVGDError, naive_log_prob_and_score, svgd
 
@@ -125,7 +126,7 @@ def test_save_load_round_trip_and_mismatched_backbone(tmp_path):
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["distribution.json", "distribution.safetensors"]
     back = load_distribution(tmp_path / "d", backbone=BB)
     for name in ("weights", "means", "covariances", "particles", "init_particles", "pca_mean", "pca_components",
-                 "trajectory"):
+                 "trajectory", "residuals", "sources"):
         assert torch.equal(getattr(back, name), getattr(dist, name)), name
     assert back.covariance == "diag" and back.info["svgd"]["history"] == dist.info["svgd"]["history"]
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
@@ -144,10 +145,55 @@ def test_save_load_round_trip_and_mismatched_backbone(tmp_path):
 def test_sample_prompt_slot_rule():
     dist = fit_distribution(feats(n=8), BayesConfig(iterations=10), 2, 0, BB)
     prompt = dist.sample_prompt(5, torch.Generator().manual_seed(0), subset=1)
-    parts = dist.particles.float()
+    parts = dist.feature_particles().float()
     assert all(any(torch.allclose(row, p) for p in parts) for row in prompt)  # subset=1: each slot is one particle
     full = dist.sample_prompt(3, torch.Generator().manual_seed(0), subset=8)
     assert torch.allclose(full, dist.centre(3), atol=1e-6)  # all particles averaged = the centre
+
+
+def _mean_cosine(x):
+    x = torch.nn.functional.normalize(x.float(), dim=1)
+    return float(((x @ x.T).sum() - len(x)) / (len(x) * (len(x) - 1)))
+
+
+def _spread(x):
+    """Mean distance to the rows' mean, relative to the mean's norm."""
+    return float((x - x.mean(0)).norm(dim=1).mean() / x.mean(0).norm())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_slots_are_not_near_copies(seed):
+    # features shaped like MiniLM's mean word embeddings: a large shared mean (pairwise cosine ~0.7), 2 classes,
+    # 32 points in 96 dims. The old default (a full 96-d covariance, PCA off, 2 particles averaged per slot) gave
+    # slots with cosine 0.87-0.92 and half the data's spread; the default now keeps the data's diversity
+    g = torch.Generator().manual_seed(seed)
+    d = 96
+    mu, cls = torch.randn(d, generator=g), 0.5 * torch.randn(2, d, generator=g)
+    x = torch.cat([mu + c + 0.6 * torch.randn(16, d, generator=g) for c in cls])
+    bb = SimpleNamespace(name="syn", path="/syn", hidden_size=d, device=torch.device("cpu"))
+    cfg = BayesConfig(iterations=300)
+    dist = fit_distribution(x, cfg, 2, seed, bb)
+    assert dist.dim == 4 and dist.info["pca_dim_rule"] == "auto"  # 32 points and particles // 8
+    slots = dist.sample_prompt(20, torch.Generator().manual_seed(seed), cfg.subset)
+    assert slots.shape == (20, d)
+    assert _spread(slots) >= 0.75 * _spread(x)
+    assert _mean_cosine(slots) <= _mean_cosine(x) + 0.08
+
+
+def test_pca_dim_auto_rule_and_bounds():
+    from workbench.methods.bayes import auto_pca_dim
+    assert auto_pca_dim(32, 32, 384) == 4 and auto_pca_dim(64, 64, 384) == 8 and auto_pca_dim(64, 32, 384) == 4
+    assert auto_pca_dim(8, 8, 384) == 2 and auto_pca_dim(2, 2, 384) == 1 and auto_pca_dim(2032, 32, 384) == 4
+    assert auto_pca_dim(5000, 5000, 384) == 383
+    with pytest.raises(ConfigError, match="bayes.pca_dim"):
+        BayesConfig(pca_dim=-1)
+    with pytest.raises(BayesError, match=r"bayes.pca_dim=6 must be 0 \(auto\) or in 1..5"):
+        fit_distribution(feats(), BayesConfig(pca_dim=6), 2, 0, BB)
+    dist = fit_distribution(feats(n=16), BayesConfig(pca_dim=3, iterations=5), 2, 0, BB)
+    assert dist.dim == 3 and dist.info["pca_dim_rule"] == "set"
+    # each particle carries its source example's PCA residual: before SVGD they are the k-shot features exactly
+    start = dist.to_feature(dist.init_particles) + dist.residuals[dist.sources]
+    assert torch.allclose(start, feats(n=16).double(), atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------- tiny model, CLI
@@ -183,7 +229,8 @@ def test_bayes_init_in_fewshot_and_bayes_cli(tiny, toy_data, tmp_path, capsys):
     from workbench.engine.backbones import load_backbone
     bb = load_backbone(tiny["bert-mlm"])
     dist = load_distribution(out / "distributions/toy/seed1", backbone=bb)
-    assert dist.particles.shape == (8, bb.hidden_size) and dist.info["unlabeled_excluded_overlap"] > 0
+    assert dist.particles.shape == (8, 2) and dist.feature_particles().shape == (8, bb.hidden_size)  # auto PCA: 2
+    assert dist.info["unlabeled_excluded_overlap"] > 0
     with pytest.raises(BayesError, match="saved for backbone"):
         load_distribution(out / "distributions/toy/seed1", backbone=load_backbone(tiny["gpt2"]))
     events = [json.loads(l)["event"] for l in (out / "metrics.jsonl").read_text().splitlines()]

@@ -292,7 +292,9 @@ class BayesConfig:
     components: int = knob(0, "GMM components; 0 = number of classes")
     covariance: str = knob("full", "GMM covariance", ("full", "diag"))
     reg_covar: float = knob(0.1, "added to the covariance diagonals, relative to the mean per-dimension variance")
-    pca_dim: int = knob(0, "fit the GMM and run SVGD in a PCA space of this size; 0 = the full feature space")
+    pca_dim: int = knob(0, "fit the GMM and run SVGD in a PCA space of this size, below the feature dimension; "
+                           "0 = auto: min(points, particles) // 8, at least 2, at most points - 1 (32 k-shot "
+                           "examples -> 4); the discarded directions keep each particle's source example's residual")
     density_data: str = knob("kshot", "kshot (strict) | kshot+unlabeled (adds the dataset's other train texts)",
                              ("kshot", "kshot+unlabeled"))
     unlabeled_limit: int = knob(2000, "at most this many extra unlabeled texts (seeded sample)")
@@ -302,7 +304,8 @@ class BayesConfig:
     alpha: float = knob(0.9, "AdaGrad momentum of the squared-gradient history")
     log_every: int = knob(10, "SVGD diagnostics (mean log-density, KSD) interval")
     record_every: int = knob(0, "keep particle snapshots every N iterations; 0 = off")
-    subset: int = knob(0, "particles averaged per prompt slot; 0 = number of classes")
+    subset: int = knob(1, "particles averaged per prompt slot; 1 = one particle per slot (keeps their spread); "
+                          "0 = number of classes (the original's rule: slots shrink toward the particle mean)")
     offset_scale: float = knob(1.0, "resample/ensemble: scale of the particle offsets added to the base prompt")
     max_length: int = knob(128, "tokens per example when computing features")
     device: str = knob("auto", "SVGD device: auto (the backbone's) | cpu | cuda")
