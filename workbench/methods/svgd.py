@@ -73,7 +73,7 @@ class GaussianMixtureDensity:
         self._const = cast(-0.5 * logdet - 0.5 * p * LOG_2PI)  # (K,)
         self._mpm = cast((mprec * mu).sum(-1))  # mu_k^T P_k mu_k
 
-    def to(self, device=None, dtype=None) -> "GaussianMixtureDensity":
+    def to(self, device=None, dtype=None) -> GaussianMixtureDensity:
         return GaussianMixtureDensity(self.weights, self.means, self.covariances, self.covariance,
                                       device or self.device, dtype or self.dtype)
 
