@@ -121,7 +121,7 @@ def protocol_line(path, res: dict) -> str:
             f"seeds {','.join(map(str, c['seeds']))}; {t['steps']} steps (batch {t['batch_size']}, lr {t['lr']}, "
             f"dev every {t['eval_every']}), prompt length {c['prompt']['length']}, test limit {c['test_limit'] or 'none'}, "
             f"ensemble R={c['ensemble_size']}; density `{b['density_data']}`, features `{b['features']}`, "
-            f"{b['covariance']} covariance, PCA {b['pca_dim'] or 'off'}, {b['iterations']} SVGD iterations; "
+            f"{b['covariance']} covariance, PCA {b['pca_dim'] or 'auto (min(points, particles) // 8)'}, {b['iterations']} SVGD iterations; "
             f"backbone `{c['backbone']['name']}`; {res.get('wall_s', float('nan')):.0f} s wall")
 
 
