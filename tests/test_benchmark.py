@@ -19,7 +19,7 @@ VOLATILE = ("wall_s", "cpu_s")
 def suite_dict(tiny, **extra) -> dict:
     return {"name": "tiny", "methods": METHODS, "grid": [{"datasets": ["toy"], "k": [2, 4]}], "seeds": SEEDS,
             "backbone": {"name": tiny["bert-mlm"]}, "prompt": {"length": 4},
-            "tune": {"steps": 4, "eval_every": 2, "max_length": 32, "lr": 0.05}, **extra}
+            "tune": {"steps": 4, "eval_every": 2, "max_length": 32, "lr": 0.05, "budgets": [2]}, **extra}
 
 
 def write_suite(path: Path, data: dict) -> Path:
@@ -211,7 +211,8 @@ def test_results_notebook_under_papermill(full_run, tmp_path, monkeypatch):
                                parameters=dict(bench_dir=str(out), out_dir="results", interactive=False),
                                progress_bar=False, execution_timeout=300)
     res = tmp_path / "results"
-    assert sorted(p.name for p in res.glob("*.html")) == ["bars.html", "k_curve.html", "ranks.html"]
+    assert sorted(p.name for p in res.glob("*.html")) == ["bars.html", "k_curve.html", "learning_curves.html",
+                                                          "ranks.html"]
     assert all(p.stat().st_size > 1_000_000 for p in res.glob("*.html"))  # plotly.js embedded
     assert (res / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
     csv = (res / "leaderboard.csv").read_text().splitlines()
@@ -231,6 +232,14 @@ def test_plots_on_a_benchmark(full_run, tmp_path):
     assert {t.name for t in kc.data} == set(METHODS) and all(list(t.x) == [2, 4] for t in kc.data)
     rp = bp.rank_plot(res)
     assert list(rp.data[0].y) == bp.method_order(res) and "rank" in rp.data[0].hovertemplate
+    curves = bp.curve_table(res)
+    tuned = [m for m in METHODS if m not in ("zero-shot", "linear-probe")]
+    assert set(curves["method"]) == set(tuned) and sorted(set(curves["budget"])) == [0, 2, 4]
+    one = curves[(curves["cell"] == "toy k=2") & (curves["method"] == tuned[0]) & (curves["budget"] == 4)]
+    rows = [r for r in res["rows"] if (r["dataset"], r["k"], r["method"]) == ("toy", 2, tuned[0])]
+    assert one["test_acc"].item() == pytest.approx(100 * sum(r["test_acc"] for r in rows) / len(rows))
+    lc = bp.learning_curves(res)
+    assert {t.name for t in lc.data} == set(tuned) and all(len(t.x) == 3 for t in lc.data)
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "rows.jsonl").write_text("")
     with pytest.raises(ValueError, match="--resume"):
@@ -256,7 +265,7 @@ def probe_init():
 
 def test_suite_sections_and_init_options_reach_the_init(tiny, data_dir, tmp_path, probe_init):
     s = suite_dict(tiny, methods=["random", "bench-probe"], grid=[{"datasets": ["toy"], "k": [2]}], seeds=[13],
-                   meta={"steps": 7}, init_options={"bench-probe": {"tune.steps": 1}})
+                   meta={"steps": 7}, init_options={"bench-probe": {"tune.steps": 1, "tune.budgets": []}})
     res = benchmark.run_benchmark(s, tmp_path / "b", progress=False)
     cfg = probe_init[0]
     assert cfg is not None and cfg.meta.steps == 7 and cfg.tune.steps == 1 and cfg.k == 2

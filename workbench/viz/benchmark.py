@@ -2,13 +2,15 @@
 
 Pure functions, no training: :func:`load_benchmark`, :func:`cell_table` (long form: one row per dataset x k x method),
 :func:`leaderboard_table` (methods x cells, mean ± std, average rank), :func:`bars` (per-dataset bars with error bars),
-:func:`k_curve` (accuracy against k), :func:`rank_plot` (average rank, per-cell ranks behind it) and
-:func:`export_markdown`. Figures are plotly with hover text; save them with :func:`workbench.viz.save_html`.
+:func:`k_curve` (accuracy against k), :func:`rank_plot` (average rank, per-cell ranks behind it),
+:func:`curve_table` and :func:`learning_curves` (test accuracy of the prompt selected within each step budget, when the
+suite set ``tune.budgets``) and :func:`export_markdown`. Figures are plotly with hover text; save them with :func:`workbench.viz.save_html`.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -115,6 +117,43 @@ def rank_plot(results):
                              hovertemplate="%{y} on %{text}: rank %{x}, acc %{customdata[0]:.1f}%<extra></extra>"))
     fig.update_yaxes(categoryorder="array", categoryarray=order[::-1])
     fig.update_layout(title="average rank across (dataset, k) cells (1 = best)", xaxis_title="rank")
+    return fig
+
+
+def curve_table(results) -> pd.DataFrame:
+    """Long form of the learning curves: cell, method, budget, step (selected), test_acc (mean, %), test_acc_std,
+    n; empty when the suite ran without ``tune.budgets``."""
+    r = _res(results)
+    recs = [{"cell": f"{row['dataset']} k={row['k']}", "method": row["method"], "seed": row["seed"],
+             "budget": p["budget"], "step": p["step"], "test_acc": 100 * p["test_acc"]}
+            for row in r["rows"] if row.get("curve") for p in row["curve"]]
+    if not recs:
+        return pd.DataFrame(columns=["cell", "method", "budget", "step", "test_acc", "test_acc_std", "n"])
+    df = pd.DataFrame(recs)
+    return (df.groupby(["cell", "method", "budget"], sort=False)
+            .agg(step=("step", "mean"), test_acc=("test_acc", "mean"), test_acc_std=("test_acc", "std"),
+                 n=("seed", "count")).reset_index())
+
+
+def learning_curves(results):
+    """Test accuracy of the prompt selected within each step budget (budget 0 = the untuned init), one line per
+    method, one panel per cell; error bars = std over seeds. The x axis is log2(1 + budget), labelled in steps."""
+    r = _res(results)
+    df = curve_table(r)
+    if df.empty:
+        raise RunError("no learning curves in this benchmark: run a suite with tune.budgets set")
+    order = [m for m in method_order(r) if m in set(df["method"])]
+    df = df.assign(x=lambda d: np.log2(1 + d["budget"]))
+    fig = px.line(df, x="x", y="test_acc", error_y="test_acc_std", color="method", facet_col="cell",
+                  facet_col_wrap=4, markers=True, category_orders={"method": order},
+                  color_discrete_map=_colors(method_order(r)),
+                  hover_data={"x": False, "budget": True, "step": ":.1f", "n": True},
+                  labels={"test_acc": "test acc (%)", "x": "step budget"})
+    budgets = sorted(df["budget"].unique())
+    fig.update_xaxes(tickvals=np.log2(1 + np.array(budgets)), ticktext=[str(b) for b in budgets])
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_layout(title="learning curve: test accuracy of the prompt selected within each budget "
+                            "(mean ± std over seeds; 0 = the init)")
     return fig
 
 
