@@ -121,10 +121,11 @@ def test_old_configs_load_and_old_keys_are_refused_by_name():
         from_dict(FewShotConfig, {"meta": {"no_such_knob": 1}})
 
 
-def test_reptile_without_inner_steps_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="meta.inner_steps must be >= 1 for method 'reptile'"):
-        from_dict(MetaTrainConfig, {"method": "reptile", "meta": {"inner_steps": 0}})
+def test_negative_inner_steps_are_refused_and_zero_is_auto(tmp_path):
+    with pytest.raises(ConfigError, match="meta.inner_steps must be >= 0"):
+        from_dict(MetaTrainConfig, {"method": "reptile", "meta": {"inner_steps": -1}})
+    assert from_dict(MetaTrainConfig, {"method": "reptile", "inner_steps": 0}).meta.inner_steps == 0  # 0 = auto
     cfg = tmp_path / "old.json"
-    cfg.write_text(json.dumps({"method": "reptile", "inner_steps": 0}))
+    cfg.write_text(json.dumps({"method": "reptile", "inner_steps": -1}))
     assert main(["meta-train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
     assert not (tmp_path / "r").exists()

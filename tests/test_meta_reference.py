@@ -31,10 +31,11 @@ ATOL, RTOL = 1e-5, 1e-4
 WORDS = {0: ["terrible", "awful", "bad"], 1: ["great", "wonderful", "good"], 2: ["okay", "fine", "decent"]}
 
 
-def _cfg(inner_lr, inner_steps, **sections):
-    """The learners read ``cfg.meta.inner_lr`` (a MetaTrainConfig); the reference reads the same two numbers flat."""
+def _cfg(inner_lr, inner_steps, inner_optimizer="sgd", **sections):
+    """The learners read ``cfg.meta.inner_lr`` (a MetaTrainConfig); the reference reads the same numbers flat."""
     return SimpleNamespace(inner_lr=inner_lr, inner_steps=inner_steps,
-                           meta=SimpleNamespace(inner_lr=inner_lr, inner_steps=inner_steps), **sections)
+                           meta=SimpleNamespace(inner_lr=inner_lr, inner_steps=inner_steps,
+                                                inner_optimizer=inner_optimizer), **sections)
 
 
 # ----------------------------------------------------------------------------------------------- episodes
@@ -213,8 +214,78 @@ def test_multitask_mean_is_per_task_not_pooled(backbones):
     assert (g - pooled).abs().max() > 100 * ATOL
 
 
-def test_reptile_refuses_zero_inner_steps(backbones):
-    """(P - P') / (inner_lr * inner_steps) is 0/0 for inner_steps=0: refuse it instead of returning NaN."""
+def test_reptile_zero_inner_steps_is_auto_and_negative_is_refused(backbones):
+    """meta.inner_steps=0 means auto (reptile: 5 steps, the reference with 5 SGD steps), not (P - P') / 0; a negative
+    count is refused, naming the knob."""
     P, eps = setup(backbones, "bert")
-    with pytest.raises(C.ConfigError, match="inner_steps"):
-        M.meta_step("reptile", P, eps, _cfg(inner_lr=LR, inner_steps=0))
+    check_learner("reptile", P, eps, _cfg(inner_lr=LR, inner_steps=0), *ref_reptile(P, eps, _cfg(LR, 5)))
+    with pytest.raises(C.ConfigError, match="meta.inner_steps"):
+        M.meta_step("reptile", P, eps, _cfg(inner_lr=LR, inner_steps=-1))
+
+
+# ----------------------------------------------------------------------------------------------- the Adam inner loop
+ADAM_LR = 0.05
+
+
+def inner_torch_adam(ep, P, lr, steps):
+    """P'_t from ``steps`` steps of torch.optim.Adam (defaults: betas (0.9, 0.999), eps 1e-8, no weight decay) on the
+    task's support loss, starting from a fresh optimizer: the first-order reference of the functional inner Adam."""
+    p = leaf(P)
+    opt = torch.optim.Adam([p], lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        task_loss(ep, ep.support, p).backward()
+        opt.step()
+    return p.detach()
+
+
+def func_adam_adapted_query_loss(P, ep, lr, steps):
+    """The task's query loss after ``steps`` Adam steps written out here for torch.func (differentiable in P)."""
+    m = v = torch.zeros_like(P)
+    for t in range(1, steps + 1):
+        g = torch.func.grad(lambda q: task_loss(ep, ep.support, q))(P)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        P = P - lr * (m / (1 - 0.9 ** t)) / (torch.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+    return task_loss(ep, ep.query, P)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inner_adam_follows_torch_adam(backbones, family, batched):
+    """meta.adapt with the Adam inner loop gives, for every task of the meta-batch (each with its own moments), the
+    prompt that torch.optim.Adam reaches on the same tensor in the same number of steps."""
+    P, eps = setup(backbones, family)
+    for steps in (1, 4):
+        adapted = M.adapt(P, eps, ADAM_LR, steps, create_graph=False, batched=batched, optimizer="adam").detach()
+        for t, ep in enumerate(eps):
+            assert_close(adapted[t], inner_torch_adam(ep, P, ADAM_LR, steps), f"task {t}, {steps} Adam steps")
+
+
+@pytest.mark.parametrize("method", ["fomaml", "reptile"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_first_order_learners_with_inner_adam_match_reference(backbones, family, method):
+    """FOMAML's and Reptile's meta-gradients with the Adam inner loop, against torch.optim.Adam's adapted prompts."""
+    P, eps = setup(backbones, family)
+    steps = 3
+    cfg = _cfg(ADAM_LR, steps, "adam")
+    adapted = [leaf(inner_torch_adam(ep, P, ADAM_LR, steps)) for ep in eps]
+    if method == "reptile":
+        ref = (P - torch.stack(adapted).detach().mean(0)) / (ADAM_LR * steps)
+    else:
+        ref = torch.stack([torch.autograd.grad(task_loss(ep, ep.query, p), p)[0] for ep, p in zip(eps, adapted)]).mean(0)
+    check_learner(method, P, eps, cfg, None, ref)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_maml_with_inner_adam_matches_torch_func(backbones, family, steps):
+    """Second-order MAML through the Adam inner loop equals nested torch.func.grad of the objective with Adam written
+    out independently. From two steps on it differs from FOMAML's gradient (the second-order term is there); Adam's
+    first step is lr * g / (|g| + eps), about lr * sign(g), flat in P, so with one step MAML is nearly FOMAML."""
+    P, eps = setup(backbones, family, seed=1)
+    cfg = _cfg(ADAM_LR, steps, "adam")
+    g = torch.func.grad(lambda P: torch.stack([func_adam_adapted_query_loss(P, ep, ADAM_LR, steps)
+                                               for ep in eps]).mean())(P)
+    check_learner("maml", P, eps, cfg, None, g)
+    gap = (M.meta_step("fomaml", P, eps, cfg)[1] - g).abs().max()
+    assert gap > 100 * ATOL if steps > 1 else gap < 1e-2 * g.abs().max()

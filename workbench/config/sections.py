@@ -157,8 +157,12 @@ class MetaConfig:
     support: int = knob(2, "support examples per class of a task (per cluster for pseudo-tasks; SUPMER's tasks: "
                         "selfsup.per_task_support)")
     query: int = knob(2, "query examples per class of a task (SUPMER's tasks: selfsup.per_task_query)")
-    inner_lr: float = knob(0.1, "SGD step size on the prompt in the inner loop")
-    inner_steps: int = knob(1, "inner-loop SGD steps on each task's support set (Reptile: >= 1)")
+    inner_lr: float = knob(0.1, "step size of the inner optimizer on the prompt")
+    inner_steps: int = knob(0, "inner-loop steps on each task's support set; 0 = auto: 5 for reptile (one step would "
+                            "make it joint training), 1 for the others")
+    inner_optimizer: str = knob("sgd", "the inner loop's optimizer (maml, fomaml, reptile, meta-validation); adam: "
+                                "bias-corrected, no weight decay, fresh state per task, like deployment's tuner",
+                                ("sgd", "adam"))
     optimizer: str = knob("adamw", "outer optimizer", ("adam", "adamw", "adafactor"))
     lr: float = knob(3e-2, "outer learning rate")
     weight_decay: float = knob(0.0, "outer weight decay")
@@ -393,6 +397,6 @@ class MetaTrainConfig:
                 data.setdefault("selfsup", {}).setdefault(renamed.get(key, key), value)
 
     def __post_init__(self):
-        if self.method == "reptile" and self.meta.inner_steps < 1:
-            raise ConfigError(f"meta.inner_steps must be >= 1 for method 'reptile' (its update is (P - P') / "
-                              f"(inner_lr * inner_steps)), got {self.meta.inner_steps}")
+        if self.method == "supmer" and self.meta.inner_optimizer != "sgd":
+            raise ConfigError(f"meta.inner_optimizer={self.meta.inner_optimizer!r} does not apply to method 'supmer' "
+                              "(its inner step is its own, P - inner_lr * psi(g)): leave it at 'sgd'")

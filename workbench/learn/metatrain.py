@@ -50,7 +50,13 @@ from workbench.learn.checkpoints import (
     save_checkpoint,
 )
 from workbench.learn.inits import InitContext, make_prompt
-from workbench.learn.meta import LEARNERS, evaluate_episodes, meta_step
+from workbench.learn.meta import (
+    LEARNERS,
+    evaluate_episodes,
+    inner_optimizer_of,
+    inner_steps_for,
+    meta_step,
+)
 from workbench.learn.tuner import TuningError, adafactor
 from workbench.tasks.episodes import SOURCES, make_source
 from workbench.tasks.labelled import resolve_sources
@@ -150,7 +156,8 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
             f.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
 
     def validate(step):
-        r = evaluate_episodes(P, val, cfg.meta.inner_lr, cfg.meta.inner_steps, cfg.meta.batched, chunk=max(cfg.meta.meta_batch, 1))
+        r = evaluate_episodes(P, val, cfg.meta.inner_lr, inner_steps_for(cfg.method, cfg), cfg.meta.batched,
+                              chunk=max(cfg.meta.meta_batch, 1), inner_optimizer=inner_optimizer_of(cfg))
         log({"event": "val", "step": step, **r})
         return r
 
