@@ -99,6 +99,10 @@ def test_inner_steps_auto_and_refusals(backbones):
         MetaConfig(inner_steps=-1)
     with pytest.raises(ConfigError, match="meta.inner_optimizer must be one of"):
         MetaConfig(inner_optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="meta.patience must be >= 0"):
+        MetaConfig(patience=-1)
+    with pytest.raises(ConfigError, match="meta.select must be one of"):
+        MetaConfig(select="first")
     with pytest.raises(ConfigError, match="meta.inner_optimizer='adam' does not apply to method 'supmer'"):
         MetaTrainConfig(method="supmer", meta=MetaConfig(inner_optimizer="adam"))
     bb = backbones["bert"]

@@ -1,5 +1,7 @@
 """The meta-training loop: resume gives the same prompt as an uninterrupted run, changed configs are refused, the
-meta-train loss falls on a toy problem, the CLI, the meta inits through the harness, and shape errors."""
+meta-train loss falls on a toy problem, selection and early stopping on meta-validation (budget fields, the
+never-improving case reported, resume keeps the best prompt), the CLI, the meta inits through the harness, and shape
+errors."""
 from __future__ import annotations
 
 import json
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 from test_tasks import labelled_data, sentiment_rows, write_corpus, write_ds  # noqa: F401  (fixture re-export)
-from workbench.learn import meta_inits
+from workbench.learn import meta_inits, metatrain
 from workbench.engine.backbones import load_backbone
 from workbench.cli.main import main
 from workbench.engine.data import load_dataset
@@ -27,7 +29,8 @@ def bert(tiny):
 def cfg_for(out, **kw):
     loop = {"support": 2, "query": 2, "max_length": 24, "meta_batch": 2, "steps": 6, "eval_every": 3,
             "checkpoint_every": 2, "val_tasks": 2, "inner_lr": 0.5, "lr": 0.05}
-    loop.update({k: kw.pop(k) for k in list(kw) if k in loop or k in ("inner_steps", "batched", "seed")})
+    loop.update({k: kw.pop(k) for k in list(kw) if k in loop or k in ("inner_steps", "batched", "seed", "patience",
+                                                                       "select", "inner_optimizer")})
     cfg = MetaTrainConfig(**{"method": "fomaml", "source": "labelled", "target": "tgt", "meta": MetaConfig(**loop),
                              "out": str(out), **kw})
     cfg.prompt = PromptConfig(length=4)
@@ -59,6 +62,79 @@ def test_resume_gives_the_same_prompt(labelled_data, bert, tmp_path):
                     (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("full", "cut")}
     assert losses["full"] == pytest.approx(losses["cut"], abs=1e-6)  # same train and validation curves
     assert run_meta_training(cfg, bert, progress=False, resume=True)["steps"] == 6  # finished: returned as is
+    keys = ("budget", "best_step", "selected_step", "stopped_early", "meta_val_improved", "warning", "best_val")
+    assert {k: full[k] for k in keys} == {k: res[k] for k in keys}
+    assert full["budget"] == {"steps": 6, "steps_run": 6, "meta_batch": 2, "task_visits": 12, "inner_steps": 1,
+                              "inner_optimizer": "sgd"}
+
+
+def scripted_validation(monkeypatch, scores):
+    """Replace meta-validation with ``scores(P, call)`` -> (acc_post, loss_post); returns the prompts it saw."""
+    seen = []
+
+    def fake(P, episodes, inner_lr, inner_steps, batched=True, chunk=8, inner_optimizer="sgd"):
+        seen.append(P.detach().clone())
+        acc, loss = scores(P, len(seen) - 1)
+        return {"loss_pre": loss, "acc_pre": acc, "loss_post": loss, "acc_post": acc}
+    monkeypatch.setattr(metatrain, "evaluate_episodes", fake)
+    return seen
+
+
+def test_early_stopping_keeps_the_best_and_reports_the_budget(labelled_data, bert, tmp_path, monkeypatch):
+    """Validations at steps 0..3: 0.5, 0.6 (best), 0.6 with a higher loss (a tie lost on loss), 0.55; patience 2 stops
+    after step 3 of 10, and the prompt written is step 1's."""
+    script = [(0.5, 1.0), (0.6, 0.9), (0.6, 0.95), (0.55, 0.8)]
+    seen = scripted_validation(monkeypatch, lambda P, i: script[i])
+    cfg = cfg_for(tmp_path / "es", method="reptile", steps=10, eval_every=1, checkpoint_every=5, patience=2)
+    res = run_meta_training(cfg, bert, progress=False)
+    assert res["budget"] == {"steps": 10, "steps_run": 3, "meta_batch": 2, "task_visits": 6, "inner_steps": 5,
+                             "inner_optimizer": "sgd"}
+    assert (res["steps"], res["best_step"], res["selected_step"]) == (3, 1, 1)
+    assert res["stopped_early"] and res["meta_val_improved"] and res["warning"] is None
+    assert res["best_val"] == {"acc_post": 0.6, "loss_post": 0.9}
+    assert json.loads((tmp_path / "es" / "results.json").read_text())["budget"]["steps_run"] == 3
+    prompt, _ = load_prompt(tmp_path / "es" / "prompt")
+    assert len(seen) == 4 and torch.allclose(prompt, seen[1]) and not torch.allclose(prompt, seen[3])
+    recs = [json.loads(l) for l in (tmp_path / "es" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if r["event"] == "train"] == [1, 2, 3]
+    assert sorted(p.name for p in (tmp_path / "es" / "checkpoints").iterdir()) == ["step-000003"]
+
+
+@pytest.mark.parametrize("select", ["best", "last"])
+def test_never_improving_meta_validation_is_reported(labelled_data, bert, tmp_path, monkeypatch, select):
+    """Meta-validation that never beats step 0: results.json says so (meta_val_improved false, a warning naming what
+    was written) and a warning is emitted; best writes the step-0 prompt, last the last one."""
+    seen = scripted_validation(monkeypatch, lambda P, i: (0.5, 1.0 + i))
+    cfg = cfg_for(tmp_path / select, steps=4, eval_every=1, select=select)
+    with pytest.warns(UserWarning, match="never improved on step 0"):
+        res = run_meta_training(cfg, bert, progress=False)
+    saved = json.loads((tmp_path / select / "results.json").read_text())
+    assert saved["meta_val_improved"] is False and saved["best_step"] == 0 and not saved["stopped_early"]
+    assert "never improved" in saved["warning"] and f"meta.select={select}" in saved["warning"]
+    assert res["selected_step"] == (0 if select == "best" else 4)
+    prompt, _ = load_prompt(tmp_path / select / "prompt")
+    assert torch.allclose(prompt, seen[0 if select == "best" else -1])
+    assert not torch.allclose(seen[0], seen[-1])
+
+
+def test_resume_keeps_the_best_prompt(labelled_data, bert, tmp_path, monkeypatch):
+    """select=best with the best at step 0 and a resume from the step-3 checkpoint: the resumed run writes the same
+    step-0 prompt as the uninterrupted one (the best prompt travels in the checkpoint)."""
+    ref = {}
+
+    def scores(P, i):
+        ref.setdefault("P0", P.detach().clone())
+        return 0.5, float((P.detach() - ref["P0"]).norm())
+    scripted_validation(monkeypatch, scores)
+    full = run_meta_training(cfg_for(tmp_path / "full", eval_every=1, checkpoint_every=3), bert, progress=False)
+    cfg = cfg_for(tmp_path / "cut", eval_every=1, checkpoint_every=3)
+    run_meta_training(cfg, bert, progress=False, stop_after=4)
+    with pytest.warns(UserWarning, match="never improved"):
+        res = run_meta_training(cfg, bert, progress=False, resume=True)
+    assert res["resumed_from"] == "step-000003" and res["best_step"] == full["best_step"] == 0
+    a, _ = load_prompt(tmp_path / "full" / "prompt")
+    b, _ = load_prompt(tmp_path / "cut" / "prompt")
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, ref["P0"])
 
 
 def test_resume_with_changed_config_is_refused(labelled_data, bert, tmp_path):
@@ -112,6 +188,11 @@ def test_meta_init_through_harness_and_shape_errors(labelled_data, bert, tmp_pat
     assert len(calls) == 1  # trained once, reused for the second seed
     rows = [r for r in res["rows"] if r["method"] == "mpt-fomaml"]
     assert len(rows) == 2 and all(0 <= r["test_acc"] <= 1 for r in rows)
+    adapter = tmp_path / "fs" / "adapters" / "tgt" / "mpt-fomaml" / "seed1"
+    prov = json.loads((adapter / "workbench_prompt.json").read_text())["provenance"]  # the meta run's budget and
+    # meta-validation outcome travel with the init's provenance
+    assert prov["budget"]["task_visits"] == prov["task_visits"] == 4 and prov["budget"]["inner_steps"] == 1
+    assert {"best_step", "meta_val_improved", "stopped_early", "meta_warning"} <= set(prov)
     cached = list((tmp_path / "cache" / "meta").iterdir())
     assert len(cached) == 1 and (cached[0] / "results.json").is_file()
     # a cached / saved meta prompt whose shape does not fit: both shapes named

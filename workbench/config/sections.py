@@ -170,6 +170,10 @@ class MetaConfig:
     grad_clip: float = knob(1.0, "max norm of the meta-gradient; 0 = off")
     max_length: int = knob(48, "tokens per text during meta-training")
     eval_every: int = knob(0, "meta-validation interval in steps; 0 = steps // 4 (step 0 and the last always)")
+    patience: int = knob(0, "stop after this many meta-validations without a better query accuracy after "
+                            "adaptation (ties: lower loss); 0 = off, the planned steps all run")
+    select: str = knob("best", "the prompt written: best (on meta-validation, step 0 included) or last",
+                       ("best", "last"))
     val_tasks: int = knob(8, "fixed meta-validation episodes")
     checkpoint_every: int = knob(0, "checkpoint interval in steps; 0 = steps // 4 (and the last step)")
     seed: int = knob(0, "seed of task sampling and of the starting prompt")
@@ -181,7 +185,7 @@ class MetaConfig:
     def __post_init__(self):
         check_choices(self, "meta")
         check_positive(self, "meta", ("steps", "meta_batch", "support", "query", "max_length", "val_tasks"))
-        check_positive(self, "meta", ("inner_steps", "eval_every", "checkpoint_every"), minimum=0)
+        check_positive(self, "meta", ("inner_steps", "eval_every", "checkpoint_every", "patience"), minimum=0)
         if not (0 < self.inner_lr < math.inf and 0 < self.lr < math.inf):
             raise ConfigError(f"meta.inner_lr and meta.lr must be finite and > 0, got {self.inner_lr} and {self.lr}")
 

@@ -49,11 +49,13 @@ def _unpack(obj, tensors: dict):
     return obj
 
 
-def save_checkpoint(work: Path, step: int, P, opt, rng, state) -> Path:
+def save_checkpoint(work: Path, step: int, P, opt, rng, state, extra: dict | None = None) -> Path:
+    """Checkpoint ``step``: P, the optimizer, both RNGs, the learner's ``state`` and the loop's ``extra`` (e.g. the
+    best-on-meta-validation prompt); only the newest checkpoint is kept."""
     tensors: dict = {}
     blob = {"step": step, "P": _pack(P.data, "P", tensors), "optimizer": _pack(opt.state_dict(), "opt", tensors),
             "numpy_rng": rng.bit_generator.state, "torch_rng": _pack(torch.get_rng_state(), "torch_rng", tensors),
-            "state": _pack(dict(state or {}), "state", tensors)}
+            "state": _pack(dict(state or {}), "state", tensors), "extra": _pack(dict(extra or {}), "extra", tensors)}
     final = work / "checkpoints" / f"step-{step:06d}"
     tmp = work / "checkpoints" / f".step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -73,7 +75,8 @@ def latest_checkpoint(work: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, P, opt, rng, state) -> int:
+def load_checkpoint(path: Path, P, opt, rng, state, extra: dict | None = None) -> int:
+    """Restore a checkpoint into P, ``opt``, ``rng``, ``state`` and ``extra`` (updated in place); returns its step."""
     tensors = load_file(str(path / "state.safetensors"))
     blob = json.loads((path / "state.json").read_text(encoding="utf-8"))
     with torch.no_grad():
@@ -90,4 +93,6 @@ def load_checkpoint(path: Path, P, opt, rng, state) -> int:
                 cur.copy_(value)
         else:
             state[key] = value
+    if extra is not None:
+        extra.update(_unpack(blob.get("extra", {"__items__": []}), tensors))
     return int(blob["step"])

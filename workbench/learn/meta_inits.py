@@ -81,8 +81,24 @@ def trained_prompt(init: str, ctx: InitContext):
         raise ConfigError(f"meta prompt {out} has shape {tuple(prompt.shape)} but backbone "
                           f"{ctx.backbone.name!r} with prompt.length={ctx.length} needs {want}")
     prov = {"meta_run": str(out), "method": cfg.method, "source": cfg.source, "target": cfg.target, "cache_key": key,
-            "meta_steps": cfg.meta.steps, "task_visits": cfg.meta.steps * cfg.meta.meta_batch}
+            "meta_steps": cfg.meta.steps, "task_visits": cfg.meta.steps * cfg.meta.meta_batch, **run_report(out)}
     return prompt, prov, out
+
+
+def run_report(out: Path) -> dict:
+    """What a meta-training run's results.json says of its budget and meta-validation selection, for the init's
+    provenance: the steps and task visits actually run (``task_visits`` replaces the planned count), inner steps and
+    optimizer, the best and selected steps, whether meta-validation ever improved and the warning when it did not.
+    Runs written before these fields: ``{}``."""
+    path = Path(out) / "results.json"
+    res = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if "budget" not in res:
+        return {}
+    budget = res["budget"]
+    return {"meta_steps_run": budget["steps_run"], "task_visits": budget["task_visits"], "budget": budget,
+            "best_step": res.get("best_step"), "selected_step": res.get("selected_step"),
+            "stopped_early": res.get("stopped_early"), "meta_val_improved": res.get("meta_val_improved"),
+            "meta_warning": res.get("warning")}
 
 
 def meta_init(init: str, ctx: InitContext):

@@ -2,12 +2,19 @@
 
 :func:`run_meta_training` samples ``meta_batch`` episodes per step from a source (``workbench.tasks``), asks the
 meta-learner (``workbench.meta``) for the meta-gradient of the prompt ``P`` (one batched backbone pass per meta-batch
-by default), and applies it with the outer optimizer. Every ``eval_every`` steps it scores fixed meta-validation
-episodes before and after inner adaptation. The run directory gets ``config.json``, ``metrics.jsonl``,
-``results.json``, the learned prompt as a PEFT adapter in ``prompt/`` and the last checkpoint in ``checkpoints/``.
+by default), and applies it with the outer optimizer. Every ``eval_every`` steps (and at step 0 and the last) it
+scores fixed meta-validation episodes (held-out source tasks) before and after inner adaptation. Selection and early
+stopping use the query accuracy after adaptation (ties: lower loss): ``meta.select=best`` (default) writes the best
+validated prompt, step 0 included, ``last`` the last one; ``meta.patience`` > 0 stops after that many validations
+without a better one. ``results.json`` records the ``budget`` (planned steps, steps run, meta-batch, task visits,
+resolved inner steps and inner optimizer), ``best_step``, ``selected_step``, ``stopped_early`` and
+``meta_val_improved``; when meta-validation never beats step 0 it says so in ``warning`` and warns. The run directory
+gets ``config.json``, ``metrics.jsonl``, ``results.json``, the prompt as a PEFT adapter in ``prompt/`` and the last
+checkpoint in ``checkpoints/``.
 
 Work happens in ``<out>.partial`` (checkpoints every ``checkpoint_every`` steps: P, optimizer state, numpy and torch
-RNG states, the learner's ``state``; tensors in safetensors, the rest JSON), renamed to ``<out>`` when training ends,
+RNG states, the learner's ``state``, the best-on-meta-validation prompt and the early-stopping count; tensors in
+safetensors, the rest JSON), renamed to ``<out>`` when training ends,
 so a finished run is never half-written and an interrupted one resumes (``resume=True``) to the same final prompt as
 an uninterrupted run. Resuming under a different configuration is refused, naming the differing keys.
 
@@ -23,6 +30,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -99,19 +107,10 @@ def meta_backbone(cfg: MetaTrainConfig):
     return load_backbone(bcfg)
 
 
-def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False, overwrite: bool = False,
-                      progress: bool = True, stop_after: int | None = None) -> dict:
-    """Meta-train a prompt; return the results dict (also in ``<out>/results.json``). ``stop_after`` ends the run
-    after that many steps as if interrupted (the work directory stays, for ``resume``; used by tests)."""
-    if cfg.method not in LEARNERS:
-        raise ConfigError(f"unknown meta-learner {cfg.method!r}; registered: {sorted(LEARNERS)}")
-    if cfg.source not in SOURCES:
-        raise ConfigError(f"unknown task source {cfg.source!r}; registered: {sorted(SOURCES)}")
+def _open_work(cfg: MetaTrainConfig, config: dict, resume: bool, overwrite: bool):
+    """(out, work directory, checkpoint to resume from or None), after refusing what the directories forbid."""
     out = Path(cfg.out)
     work = out.with_name(out.name + ".partial")
-    config = to_dict(cfg)
-    if resume and (out / "results.json").is_file():  # finished already: nothing to do
-        return json.loads((out / "results.json").read_text(encoding="utf-8"))
     check_out_dir(out, overwrite)
     if work.exists() and not resume:
         if not overwrite:
@@ -123,6 +122,92 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
         if diff := _diff(old, config):
             raise ConfigError(f"cannot resume {work}: its configuration differs in {diff} "
                               "(use the same settings, or --overwrite to start again)")
+    return out, work, ckpt
+
+
+def _check(cfg: MetaTrainConfig) -> None:
+    if cfg.method not in LEARNERS:
+        raise ConfigError(f"unknown meta-learner {cfg.method!r}; registered: {sorted(LEARNERS)}")
+    if cfg.source not in SOURCES:
+        raise ConfigError(f"unknown task source {cfg.source!r}; registered: {sorted(SOURCES)}")
+    inner_steps_for(cfg.method, cfg)
+    inner_optimizer_of(cfg)
+
+
+def _trim_metrics(metrics: Path, start: int, done: bool) -> None:
+    """Drop the records written after the checkpoint we resume from (and, when that checkpoint ends the run, its last
+    validation, which is redone)."""
+    if not metrics.exists():
+        return
+    recs = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
+    keep = [r for r in recs if start and r["step"] <= start and not (done and r["event"] == "val" and r["step"] == start)]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------------------- selection
+def new_selection() -> dict:
+    """The loop's record of meta-validation: the best step, its query accuracy and loss after adaptation, its
+    prompt, the validations since it, whether the run stopped early (checkpointed with the run)."""
+    return {"best_step": None, "best_acc": None, "best_loss": None, "best_P": None, "bad": 0, "stopped": False}
+
+
+def update_selection(sel: dict, step: int, val: dict, P: torch.Tensor, patience: int) -> None:
+    """Fold the meta-validation ``val`` of ``step`` into ``sel``: better = higher query accuracy after inner
+    adaptation, ties broken by lower query loss; ``patience`` validations without a better one stop the run."""
+    acc, loss = val["acc_post"], val["loss_post"]
+    first = sel["best_step"] is None
+    if first or acc > sel["best_acc"] + 1e-9 or (abs(acc - sel["best_acc"]) <= 1e-9 and loss < sel["best_loss"]):
+        sel.update(best_step=step, best_acc=acc, best_loss=loss, best_P=P.detach().clone(), bad=0)
+    else:
+        sel["bad"] += 1
+        sel["stopped"] = patience > 0 and sel["bad"] >= patience
+
+
+def selection_report(cfg: MetaTrainConfig, sel: dict, steps_run: int) -> dict:
+    """The results.json fields of the budget and the meta-validation selection (a warning when it never improved)."""
+    improved = bool(sel["best_step"])
+    budget = {"steps": cfg.meta.steps, "steps_run": steps_run, "meta_batch": cfg.meta.meta_batch,
+              "task_visits": steps_run * cfg.meta.meta_batch, "inner_steps": inner_steps_for(cfg.method, cfg),
+              "inner_optimizer": inner_optimizer_of(cfg)}
+    warning = None if improved else (
+        f"meta-validation (query accuracy after inner adaptation, {cfg.meta.val_tasks} held-out episodes) never "
+        f"improved on step 0 in {steps_run} meta-steps: the prompt written is "
+        + ("the step-0 prompt (meta.select=best)" if cfg.meta.select == "best" else
+           "the last one (meta.select=last), no better than step 0 on meta-validation"))
+    return {"budget": budget, "select": cfg.meta.select, "best_step": sel["best_step"],
+            "best_val": {"acc_post": sel["best_acc"], "loss_post": sel["best_loss"]},
+            "selected_step": sel["best_step"] if cfg.meta.select == "best" else steps_run,
+            "stopped_early": bool(sel["stopped"]), "meta_val_improved": improved, "warning": warning}
+
+
+# ----------------------------------------------------------------------------------------------- the loop
+def _meta_update(cfg, P, opt, state, episodes, step):
+    """One outer step on P from the meta-batch ``episodes``; returns the train record of metrics.jsonl."""
+    for g in opt.param_groups:
+        g["lr"] = _lr(cfg, step)
+    loss, grad, logs = meta_step(cfg.method, P, episodes, cfg, cfg.meta.batched, state)
+    if not (torch.isfinite(torch.as_tensor(loss)).all() and torch.isfinite(grad).all()):
+        raise TuningError(f"meta-step {step + 1} of {cfg.method!r}: the loss or meta-gradient is not finite "
+                          f"(loss {float(loss)}); lower meta.lr / meta.inner_lr, or check the tasks {[e.name for e in episodes]}")
+    opt.zero_grad(set_to_none=True)
+    P.grad = grad.detach().to(P.dtype)
+    gnorm = torch.nn.utils.clip_grad_norm_([P], cfg.meta.grad_clip).item() if cfg.meta.grad_clip > 0 else \
+        P.grad.norm().item()
+    opt.step()
+    return {"event": "train", "step": step + 1, "loss": float(loss), "grad_norm": gnorm, "lr": _lr(cfg, step),
+            **{k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool))},
+            "tasks": [e.name for e in episodes]}
+
+
+def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False, overwrite: bool = False,
+                      progress: bool = True, stop_after: int | None = None) -> dict:
+    """Meta-train a prompt; return the results dict (also in ``<out>/results.json``). ``stop_after`` ends the run
+    after that many steps as if interrupted (the work directory stays, for ``resume``; used by tests)."""
+    _check(cfg)
+    config = to_dict(cfg)
+    if resume and (Path(cfg.out) / "results.json").is_file():  # finished already: nothing to do
+        return json.loads((Path(cfg.out) / "results.json").read_text(encoding="utf-8"))
+    out, work, ckpt = _open_work(cfg, config, resume, overwrite)
     if cfg.source == "labelled":  # refuse leakage / empty configurations before loading anything
         resolve_sources(cfg.target, cfg.labelled.sources, cfg.labelled.datasets)
     set_threads()
@@ -138,18 +223,16 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
     opt = _optimizer(P, cfg)
     learner = LEARNERS[cfg.method]
     state = learner.init_state(P, cfg, backbone) if learner.init_state else {}
-    val_rng = np.random.default_rng([cfg.meta.seed, 1])
     has_split = "split" in inspect.signature(source.sample).parameters
-    val = source.sample(val_rng, cfg.meta.val_tasks, **({"split": "val"} if has_split else {}))
+    val = source.sample(np.random.default_rng([cfg.meta.seed, 1]), cfg.meta.val_tasks,
+                        **({"split": "val"} if has_split else {}))
     rng = np.random.default_rng([cfg.meta.seed, 0])
     work.mkdir(parents=True, exist_ok=True)
     write_json(work / "config.json", config)
-    start = load_checkpoint(ckpt, P, opt, rng, state) if ckpt else 0
+    sel = new_selection()
+    start = load_checkpoint(ckpt, P, opt, rng, state, sel) if ckpt else 0
     metrics = work / "metrics.jsonl"
-    if metrics.exists():  # drop records written after the checkpoint we resume from
-        keep = [l for l in metrics.read_text(encoding="utf-8").splitlines() if start and json.loads(l)["step"] <= start
-                and not (start == cfg.meta.steps and json.loads(l)["event"] == "val" and json.loads(l)["step"] == start)]
-        metrics.write_text("".join(l + "\n" for l in keep), encoding="utf-8")
+    _trim_metrics(metrics, start, start == cfg.meta.steps or sel["stopped"])
 
     def log(rec):
         with open(metrics, "a", encoding="utf-8") as f:
@@ -161,45 +244,40 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
         log({"event": "val", "step": step, **r})
         return r
 
-    last_val = validate(0) if start == 0 else None
+    last_val = None
+    if start == 0:
+        last_val = validate(0)
+        update_selection(sel, 0, last_val, P, cfg.meta.patience)
     bar = tqdm(total=cfg.meta.steps, initial=start, desc=f"meta-train {cfg.method}", disable=not progress)
     step = start
-    while step < cfg.meta.steps:
+    while step < cfg.meta.steps and not sel["stopped"]:
         if stop_after is not None and step - start >= stop_after:
             bar.close()
             return {"interrupted_at": step, "work": str(work)}
-        episodes = source.sample(rng, cfg.meta.meta_batch)
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step)
-        loss, grad, logs = meta_step(cfg.method, P, episodes, cfg, cfg.meta.batched, state)
-        if not (torch.isfinite(torch.as_tensor(loss)).all() and torch.isfinite(grad).all()):
-            raise TuningError(f"meta-step {step + 1} of {cfg.method!r}: the loss or meta-gradient is not finite "
-                              f"(loss {float(loss)}); lower meta.lr / meta.inner_lr, or check the tasks {[e.name for e in episodes]}")
-        opt.zero_grad(set_to_none=True)
-        P.grad = grad.detach().to(P.dtype)
-        gnorm = torch.nn.utils.clip_grad_norm_([P], cfg.meta.grad_clip).item() if cfg.meta.grad_clip > 0 else \
-            P.grad.norm().item()
-        opt.step()
+        rec = _meta_update(cfg, P, opt, state, source.sample(rng, cfg.meta.meta_batch), step)
         step += 1
-        log({"event": "train", "step": step, "loss": float(loss), "grad_norm": gnorm, "lr": _lr(cfg, step - 1),
-             **{k: v for k, v in logs.items() if isinstance(v, (int, float, str, bool))},
-             "tasks": [e.name for e in episodes]})
+        log(rec)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{rec['loss']:.3f}")
         if step % cfg.meta.eval_interval == 0 or step == cfg.meta.steps:
             last_val = validate(step)
-        if step % cfg.meta.checkpoint_interval == 0 or step == cfg.meta.steps:
-            save_checkpoint(work, step, P, opt, rng, state)
+            update_selection(sel, step, last_val, P, cfg.meta.patience)
+        if step % cfg.meta.checkpoint_interval == 0 or step == cfg.meta.steps or sel["stopped"]:
+            save_checkpoint(work, step, P, opt, rng, state, sel)
     bar.close()
     if last_val is None:
         last_val = validate(step)
-    results = {"method": cfg.method, "source": source.describe(), "steps": step, "final_val": last_val,
+    report = selection_report(cfg, sel, step)
+    if report["warning"]:
+        warnings.warn(f"{cfg.out}: {report['warning']}", stacklevel=2)
+    results = {"method": cfg.method, "source": source.describe(), "steps": step, "final_val": last_val, **report,
                "learner": learner.description, "init_provenance": prov, "wall_s": round(time.perf_counter() - t0, 2),
                "resumed_from": ckpt.name if ckpt else None, "backbone": backbone.describe(),
                "environment": environment(backbone.device), "config": config}
-    save_prompt(work / "prompt", P.detach(), backbone, {"method": cfg.method, "source": cfg.source,
-                                                        "target": cfg.target, "steps": step,
-                                                        "insert_offset": val[0].head.offset if val else None})
+    chosen = sel["best_P"].to(P.device) if cfg.meta.select == "best" else P.detach()
+    save_prompt(work / "prompt", chosen, backbone, {"method": cfg.method, "source": cfg.source, "target": cfg.target,
+                                                    "steps": step, "selected_step": report["selected_step"],
+                                                    "insert_offset": val[0].head.offset if val else None})
     if learner.finalize:
         learner.finalize(state, work)
     write_json(work / "results.json", results)
