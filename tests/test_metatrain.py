@@ -163,7 +163,7 @@ def test_cli_meta_train_and_errors(labelled_data, tiny, tmp_path, capsys):
             "--set", "labelled.seeds=[1]", "--set", "meta.support=2", "--set", "meta.query=2", "--set", "meta.val_tasks=2"]
     assert main(base + ["--source-datasets", "srca,srcb", "--method", "reptile", "--out", str(tmp_path / "ok")]) == 0
     assert json.loads((tmp_path / "ok" / "results.json").read_text())["source"]["sources"] == ["srca", "srcb"]
-    capsys.readouterr()
+    assert "2 of 2 meta-steps run, 4 task visits, 5 inner sgd steps" in capsys.readouterr().out  # reptile: auto = 5
     for extra, pattern in ((["--source-datasets", "srca,tgt"], "among its own sources"),
                            (["--method", "nope"], "unknown meta-learner"),
                            (["--set", "meta.inner_steps=x"], "meta.inner_steps")):

@@ -31,5 +31,10 @@ def run_cli(args) -> int:
     v = res["final_val"]
     print(f"meta-validation after {res['steps']} steps: query acc {100 * v['acc_pre']:.1f}% before / "
           f"{100 * v['acc_post']:.1f}% after inner adaptation (loss {v['loss_pre']:.3f} / {v['loss_post']:.3f})")
+    if "budget" in res:  # runs written before the budget fields: not printed
+        b = res["budget"]
+        print(f"prompt written: step {res['selected_step']} (meta.select={res['select']}); {b['steps_run']} of "
+              f"{b['steps']} meta-steps run{' (stopped early)' if res['stopped_early'] else ''}, {b['task_visits']} "
+              f"task visits, {b['inner_steps']} inner {b['inner_optimizer']} steps")
     print(f"run directory: {res.get('out', cfg.out)}  ({res['wall_s']:.0f} s)")
     return 0
