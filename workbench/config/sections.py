@@ -227,13 +227,19 @@ class PseudoConfig:
 class LabelledConfig:
     """MPT's labelled source tasks: one task per (source dataset, k-shot seed)."""
 
-    sources: str = knob("leave-one-out", "leave-one-out | same-type | cross-type | pairs->single")
+    sources: str = knob("auto", "auto (learnable sources most similar to the target) | leave-one-out | same-type | "
+                                "cross-type | pairs->single")
     datasets: list[str] = knob([], "explicit source datasets (override `sources`)")
     k: int = knob(16, "k-shot split size per class of each source task")
     seeds: list[int] = knob(list(DEFAULT_SEEDS), "one task per (dataset, seed)")
+    auto_top: int = knob(3, "sources=auto: keep this many learnable candidates, the most similar to the target")
+    auto_alpha: float = knob(0.05, "sources=auto: a candidate is learnable when the bare model or a linear probe "
+                                   "beats chance by a one-sided binomial test at auto_alpha/2 (Bonferroni over 2)")
 
     def __post_init__(self):
-        check_positive(self, "labelled", ("k",))
+        check_positive(self, "labelled", ("k", "auto_top"))
+        if not (isinstance(self.auto_alpha, (int, float)) and 0 < self.auto_alpha < 1):
+            raise ConfigError(f"labelled.auto_alpha must be in (0, 1), got {self.auto_alpha!r}")
 
 
 @dataclass

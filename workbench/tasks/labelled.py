@@ -22,6 +22,9 @@ Built in:
   ``lda`` (LDA topics over bag-of-words); both of the last two are features the backbone does not itself produce.
 - ``labelled`` (MPT): a task is (dataset, k-shot split seed); support from the split's train part, query from its
   dev part (meta-validation: query from the source's test split). Each dataset keeps its own head and format.
+  ``labelled.sources="auto"`` (default) scores every leave-one-out candidate for learnability and similarity to the
+  target and keeps the best ``labelled.auto_top`` (:mod:`workbench.tasks.selection`); why each candidate was kept
+  or dropped is in ``describe()["selection"]``.
 
 Decontamination: every source text whose normalised form occurs in the target's test split or anywhere in its train
 split (a superset of every k-shot draw, so one meta init serves all seeds) is dropped; counts go to ``describe()``.
@@ -34,8 +37,8 @@ from workbench.config import ConfigError, LabelledConfig, PromptConfig, TaskConf
 from workbench.engine.data import Dataset, list_datasets, load_dataset
 from workbench.engine.heads import make_head
 from workbench.engine.splits import kshot_split
-from workbench.engine.templates import resolve_format
 from workbench.tasks.episodes import Episode, _clean, _per_class, target_texts
+from workbench.tasks.selection import select_sources, source_format
 
 # ----------------------------------------------------------------------------------------------- dataset types
 TYPES = {"sst2": "sentiment", "sst5": "sentiment", "mr": "sentiment", "mpqa": "sentiment", "yelp5": "sentiment",
@@ -43,6 +46,8 @@ TYPES = {"sst2": "sentiment", "sst5": "sentiment", "mr": "sentiment", "mpqa": "s
          "rte": "pair", "mrpc": "pair", "qnli": "pair", "snli": "pair"}
 FAMILIES = [{"sst2", "sst5"}]  # the same sentences under other labels: never a source for one another
 CONFIGURATIONS = {
+    "auto": "the leave-one-out candidates, scored on a k-shot draw: those the bare model or a linear probe learns "
+            "above chance, the labelled.auto_top most similar to the target (tasks/selection.py)",
     "leave-one-out": "every dataset on the data path except the target (and its family)",
     "same-type": "datasets of the target's type (e.g. other sentiment sets -> a sentiment target)",
     "cross-type": "datasets of every other type (e.g. non-sentiment -> sentiment)",
@@ -75,7 +80,7 @@ def resolve_sources(target: str | None, configuration: str = "leave-one-out", da
                           f"got {configuration!r}")
     pool = [d for d in (available if available is not None else list_datasets()) if d.lower() not in fam]
     ttype = dataset_type(target) if target else "unknown"
-    pick = {"leave-one-out": lambda d: True, "same-type": lambda d: dataset_type(d) == ttype != "unknown",
+    pick = {"leave-one-out": lambda d: True, "auto": lambda d: True, "same-type": lambda d: dataset_type(d) == ttype != "unknown",
             "cross-type": lambda d: dataset_type(d) not in (ttype, "unknown"),
             "pairs->single": lambda d: dataset_type(d) == "pair"}[configuration]
     out = [d for d in pool if pick(d)]
@@ -97,8 +102,7 @@ class LabelledSource:
         self.support, self.query, self.info = support, query, info
         self.heads, self.splits, self.datasets = {}, {}, {d.name: d for d in datasets}
         for ds in datasets:
-            fmt = resolve_format(ds.name, ds.task, ds.labels, backbone.family, TaskConfig(
-                temperature=task_cfg.temperature, length_norm=task_cfg.length_norm))
+            fmt = source_format(ds, backbone, task_cfg)
             self.heads[ds.name] = make_head(backbone, fmt, task_cfg, prompt_cfg, max_length)
             for s in lc.seeds:
                 self.splits[(ds.name, s)] = kshot_split(ds, lc.k, s)
@@ -139,4 +143,11 @@ def labelled_factory(cfg, backbone, target=None, progress: bool = False):
         datasets.append(Dataset(ds.name, ds.task, ds.labels, clean, ds.source, ds.files, ds.meta))
     info = {"target": tinfo, "configuration": "explicit" if lc.datasets else lc.sources, "sources": names,
             "k": lc.k, "seeds": list(lc.seeds), "per_source": per}
+    if lc.sources == "auto" and not lc.datasets:
+        target_ds = load_dataset(target) if target else None
+        kept, sel = select_sources(datasets, target_ds, backbone, lc, cfg.task, cfg.prompt, cfg.meta.max_length)
+        for rec in sel["selection"]:
+            rec["removed_train"] = per[rec["dataset"]]["removed_train"]
+        datasets = sorted((d for d in datasets if d.name in kept), key=lambda d: kept.index(d.name))
+        info.update(sel, candidates=[d for d in per], sources=kept, per_source={n: per[n] for n in kept})
     return LabelledSource(datasets, backbone, lc, cfg.meta.support, cfg.meta.query, cfg.meta.max_length, cfg.prompt, cfg.task, info)
