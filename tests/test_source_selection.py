@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
-
 from test_tasks import COMMON, TOPICS, sentiment_rows, write_ds
+
 from workbench.config import ConfigError, LabelledConfig, MetaConfig, MetaTrainConfig, apply_overrides
 from workbench.engine.backbones import load_backbone
 from workbench.engine.data import list_datasets, load_dataset
@@ -98,7 +99,7 @@ def test_auto_drops_unlearnable_ranks_by_similarity_and_records_why(auto_data, b
     assert d["sources"] == ["near"] and list(d["per_source"]) == ["near"] and d["n_tasks"] == 2
     assert [r["dataset"] for r in d["selection"]] == ["near", "far", "noise"]
     assert d["auto"]["top"] == 1 and d["auto"]["n_learnable"] == 2 and d["auto"]["wall_s"] >= 0
-    assert {ep.info["source"] for ep in src.sample(__import__("numpy").random.default_rng(0), 4)} == {"near"}
+    assert {ep.info["source"] for ep in src.sample(np.random.default_rng(0), 4)} == {"near"}
     src3 = make_source("labelled", _cfg(auto_top=3), bert, target="tgt")  # more room: every learnable one
     assert src3.describe()["sources"] == ["near", "far"]
 

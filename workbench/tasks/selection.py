@@ -153,8 +153,8 @@ def select_sources(candidates: list[Dataset], target: Dataset | None, backbone, 
             rec["reason"] = f"dropped: too few examples for a {lc.k}-shot draw after decontamination ({e})"
             records.append(rec)
             continue
-        rec.update(n=s["n"], bare_acc=_r(s["bare_acc"]), probe_acc=_r(s["probe_acc"]), bare_p=_r(s["bare_p"], 6),
-                   probe_p=_r(s["probe_p"], 6))
+        rec.update(n=s["n"], bare_acc=_r(s["bare_acc"]), probe_acc=_r(s["probe_acc"]),
+                   bare_p=float(f"{s['bare_p']:.3g}"), probe_p=float(f"{s['probe_p']:.3g}"))
         if temb is not None:
             rec["similarity"] = _r(_cos(s["embedding"], temb))
         tests = (f"bare {s['bare_acc']:.3f} (p={s['bare_p']:.3g}), probe {s['probe_acc']:.3f} "
