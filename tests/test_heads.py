@@ -236,3 +236,15 @@ def test_joint_pass_over_heads_equals_one_pass_per_head(tiny, family):
         torch.testing.assert_close(lg, alone_lg, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(ft, alone_ft, rtol=1e-4, atol=1e-4)
     assert joint[1][0].shape == (3, 3)
+
+
+def test_length_groups_bound_padding_and_join_similar_tasks():
+    from workbench.engine.joint import length_groups
+    assert length_groups([(8, 20), (8, 22), (8, 21)]) == [[0, 2, 1]]  # similar lengths: one pass
+    groups = length_groups([(8, 128), (8, 12), (8, 14), (8, 120)])
+    assert groups == [[1, 2], [3, 0]]  # short tasks never padded to the news task's length
+    shapes = [(8, 128), (8, 12), (8, 14), (8, 120), (4, 60), (16, 30)]
+    for g in length_groups(shapes, slack=1.15):
+        rows, longest = sum(shapes[i][0] for i in g), max(shapes[i][1] for i in g)
+        assert rows * longest <= 1.15 * sum(shapes[i][0] * shapes[i][1] for i in g)
+    assert sorted(i for g in length_groups(shapes) for i in g) == list(range(len(shapes)))

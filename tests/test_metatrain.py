@@ -5,6 +5,7 @@ errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +206,41 @@ def test_meta_init_through_harness_and_shape_errors(labelled_data, bert, tmp_pat
                                                                  / "seed1")), 1)
     with pytest.raises(ConfigError, match=rf"\(4, {bert.hidden_size}\).*\(5, {bert.hidden_size}\)"):
         make_prompt("file", ctx)
+
+
+def test_target_free_meta_init_is_trained_once_for_all_targets_and_decontaminated_against_all(
+        labelled_data, bert, tmp_path, monkeypatch):
+    """meta.shared: metapt with a generic pseudo-task template does not depend on the target; a run over two targets
+    trains it once, its corpus stripped of both targets' texts (counted); meta.shared=false trains one per target."""
+    from test_tasks import write_corpus as topic_corpus
+
+    from workbench.config import PseudoConfig
+    from workbench.experiments.fewshot import run_fewshot
+    corpus = topic_corpus(tmp_path / "c.txt")
+    planted = [json.loads(line)["text"] for name, split in (("tgt", "test.jsonl"), ("srcb", "train.jsonl"))
+               for line in (labelled_data / name / split).read_text().splitlines()[:2]]
+    corpus.write_text(corpus.read_text() + "".join(t + "\n" for t in planted))  # 2 of each target's texts
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = meta_inits.run_meta_training
+    monkeypatch.setattr(meta_inits, "run_meta_training", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+
+    def run(shared, out):
+        meta_inits._TRAINED.clear()
+        cfg = FewShotConfig(datasets=["tgt", "srcb"], methods=["metapt"], k=2, seeds=[1], out=str(tmp_path / out),
+                            meta=MetaConfig(steps=2, meta_batch=2, support=2, query=2, max_length=24, shared=shared),
+                            pseudo=PseudoConfig(corpus=str(corpus), n_clusters=3, n_way=2, min_words=2, limit=0,
+                                                template="generic"))
+        cfg.prompt.length, cfg.tune.steps, cfg.tune.max_length = 4, 2, 24
+        return run_fewshot(cfg, backbone=bert, progress=False)
+
+    res = run(True, "shared")
+    assert len(calls) == 1, [c.out for c in calls]
+    assert calls[0].target is None and calls[0].pseudo.exclude == ["srcb", "tgt"]
+    assert {r["meta"]["decontaminated_against"] == ["srcb", "tgt"] for r in res["rows"]} == {True}
+    meta_res = json.loads((tmp_path / "cache" / "meta" / f"metapt-{res['rows'][0]['meta']['cache_key']}" /
+                           "results.json").read_text())
+    assert meta_res["source"]["decontamination"]["removed"] == len(planted)
+    calls.clear()
+    run(False, "per-target")
+    assert [Path(c.target).name for c in calls] == ["tgt", "srcb"] and all(c.pseudo.exclude == [] for c in calls)

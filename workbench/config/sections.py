@@ -181,6 +181,9 @@ class MetaConfig:
     metapt_method: str = knob("fomaml", "the metapt init's meta-learner (a registered learner)")
     multitask_source: str = knob("labelled", "the multitask init's tasks", ("labelled", "pseudo"))
     cache: bool = knob(True, "meta inits: reuse a prompt trained with the same configuration ($WORKBENCH_CACHE/meta)")
+    shared: bool = knob(True, "meta inits that do not depend on the target (supmer, supmer+psi; metapt when "
+                        "pseudo.template is not 'target'): one training for every target dataset of the run, "
+                        "decontaminated against the train and test texts of all of them")
 
     def __post_init__(self):
         check_choices(self, "meta")
@@ -215,6 +218,7 @@ class PseudoConfig:
     template: str = knob("target", "task format: target (the target dataset's), generic, or a template string")
     val_fraction: float = knob(0.2, "members of each cluster held out for meta-validation episodes")
     svd_dims: int = knob(64, "tfidf features: TruncatedSVD dimensions")
+    exclude: list[str] = knob([], "datasets whose train+test texts are never used (besides the target)")
 
     def __post_init__(self):
         check_choices(self, "pseudo")

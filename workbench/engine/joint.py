@@ -4,6 +4,11 @@ Meta-learning runs a meta-batch of tasks, each with its own label space (its own
 :func:`joint_forward` pads the tasks' batches to a common length, stacks the per-example prompts, runs the frozen
 backbone once, and lets each head score its own rows. The result equals one forward per task (tested), because
 padding is masked and every head reads only its own rows and positions.
+
+Padding costs compute: a task of 128-token news texts padded together with a task of 10-token sentences would make the
+short task pay for 128 tokens per row. Tasks are therefore grouped by length (:func:`length_groups`): a task joins a
+group only while the group's padded tokens stay within ``JOIN_SLACK`` of what separate passes would process, so the
+joint path never does much more work than the per-task loop, and tasks of similar length share one pass.
 """
 from __future__ import annotations
 
@@ -30,6 +35,26 @@ def _per_example(prompt: torch.Tensor | None, n: int, L: int, d: int, like: torc
     return prompt.unsqueeze(0).expand(n, -1, -1) if prompt.dim() == 2 else prompt
 
 
+JOIN_SLACK = 1.15  # a group's padded tokens may exceed the sum of its tasks' own padded tokens by this factor
+
+
+def length_groups(shapes: list[tuple[int, int]], slack: float = JOIN_SLACK) -> list[list[int]]:
+    """Indices of tasks (``shapes`` = (rows, padded length) each) grouped for joint passes, shortest first: a task
+    joins the current group while rows x longest length <= ``slack`` x the group's own tokens."""
+    order = sorted(range(len(shapes)), key=lambda i: shapes[i][1])
+    groups: list[list[int]] = []
+    rows = own = 0
+    for i in order:
+        n, t = shapes[i]
+        if groups and (rows + n) * t <= slack * (own + n * t):
+            groups[-1].append(i)
+            rows, own = rows + n, own + n * t
+        else:
+            groups.append([i])
+            rows, own = n, n * t
+    return groups
+
+
 def joint_forward(items: list[tuple[Head, dict, torch.Tensor | None]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``items`` = [(head, batch, prompt)] sharing one backbone; returns [(logits, features)] in the same order.
 
@@ -47,6 +72,18 @@ def joint_forward(items: list[tuple[Head, dict, torch.Tensor | None]]) -> list[t
         raise ValueError(f"joint_forward needs one prompt length for every item, got {sorted(lengths)} (or None)")
     if not all(h.joinable(b) for h, b, _ in items):
         return [h.forward(b, p) for h, b, p in items]
+    results: list = [None] * len(items)
+    for group in length_groups([tuple(b["input_ids"].shape) for _, b, _ in items]):
+        for i, r in zip(group, _one_pass([items[i] for i in group])):
+            results[i] = r
+    return results
+
+
+def _one_pass(items: list[tuple[Head, dict, torch.Tensor | None]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One backbone pass for ``items`` (checked by :func:`joint_forward`), padded to their longest batch."""
+    heads = [h for h, _, _ in items]
+    bb = heads[0].bb
+    lengths = {p.shape[-2] for _, _, p in items if p is not None}
     T = max(b["input_ids"].shape[1] for _, b, _ in items)
     pad_id = bb.tokenizer.pad_token_id
     ids = torch.cat([_pad_to(b["input_ids"], T, pad_id) for _, b, _ in items])

@@ -287,7 +287,8 @@ def run_benchmark(suite, out, resume: bool = False, backbone=None, progress: boo
                         row = harness._baseline(method, prep.head, split, zs_cache[ds_name], cfg, seed)
                     else:
                         cfg_m = apply_overrides(cfg, _ov(resolved["init_options"].get(method, {})))
-                        row = harness._prompt_tuning(method, prep, split, seed, cfg_m, backbone, runlike, False)
+                        row = harness._prompt_tuning(method, prep, split, seed, cfg_m, backbone, runlike, False,
+                                                     targets=[c[0] for c in resolved["cells"]])
                     row = {**base, **row, "wall_s": round(time.perf_counter() - t_row, 3),
                            "cpu_s": round(time.process_time() - c_row, 3)}  # all threads: robust to a busy machine
                     rows_f.write(json.dumps(row, default=float) + "\n")

@@ -32,6 +32,8 @@ from workbench.learn.selection import curve_auc, tune_selected
 from workbench.learn.tuner import evaluate, metrics, predict
 
 BASELINES = ("zero-shot", "linear-probe")
+META_FIELDS = ("budget", "best_step", "selected_step", "stopped_early", "meta_val_improved", "meta_warning",
+               "decontaminated_against", "cache_key")
 
 
 def known_methods() -> list[str]:
@@ -133,10 +135,13 @@ def _baseline(method, head, split, zs_test, cfg, seed) -> dict:
             "probe_C": lp["C"]}
 
 
-def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> dict:
+def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress, targets=None) -> dict:
+    """One prompt-tuning row. ``targets``: every target dataset of the run (default ``cfg.datasets``), against which
+    the meta inits shared by all targets are decontaminated (``meta.shared``)."""
     ds, head = prep.dataset, prep.head
     ctx = InitContext(backbone=backbone, cfg=cfg.prompt, seed=seed, fmt=prep.fmt, dataset=ds, split=split,
-                      extras={"config": cfg, "applies_grad_hook": True, "progress": progress})  # cfg.meta
+                      extras={"config": cfg, "applies_grad_hook": True, "progress": progress,
+                              "targets": list(targets or cfg.datasets)})
     init, prov = make_prompt(method, ctx)
     log = lambda rec: run.log({"event": "eval", "dataset": ds.name, "method": method, "seed": seed, **rec})
     kw = {"log": log, "progress": progress, "desc": f"{ds.name} {method} s{seed}",
@@ -151,6 +156,8 @@ def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress) -> d
     row = {"dev_acc": res.dev["acc"], "dev_f1": res.dev["f1"], "dev_loss": res.dev["loss"], "test_acc": test[0]["acc"],
            "test_f1": test[0]["f1"], "best_step": res.best_step, "steps_run": res.steps_run,
            "stopped_early": res.stopped_early, "step0_dev_acc": res.step0_dev["acc"], **res.record}
+    if "budget" in prov:  # a meta init: its training budget and whether meta-validation ever improved
+        row["meta"] = {key: prov.get(key) for key in META_FIELDS}
     if res.points:
         row["curve"] = [{**p, "test_acc": t["acc"], "test_f1": t["f1"]} for p, t in zip(res.points, test[1:])]
         row["init_test_acc"] = row["curve"][0]["test_acc"]

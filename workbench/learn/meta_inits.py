@@ -47,12 +47,31 @@ def meta_config_for(init: str, ctx: InitContext) -> MetaTrainConfig:
     target = ctx.dataset.name if ctx.dataset is not None else None
     if ctx.dataset is not None and getattr(ctx.dataset, "source", None) and Path(ctx.dataset.source).is_dir():
         target = ctx.dataset.source  # a dataset given by path: decontaminate against that very folder
+    pseudo, selfsup = fs.pseudo, fs.selfsup
+    targets = sorted(set(ctx.extras.get("targets") or ([target] if target else [])))  # the run's, as named
+    if fs.meta.shared and target_free(source, fs) and targets:  # one training for all targets, none of their texts
+        target = None
+        pseudo = dataclasses.replace(pseudo, exclude=sorted(set(pseudo.exclude) | set(targets)))
+        selfsup = dataclasses.replace(selfsup, exclude=sorted(set(selfsup.exclude) | set(targets)))
     return MetaTrainConfig(
         method=method, source=source, target=target,
         backbone=dataclasses.replace(fs.backbone, name=ctx.backbone.name),
         prompt=PromptConfig(length=ctx.length, init="random", position=ctx.cfg.position,
                             pool_prompt=ctx.cfg.pool_prompt),
-        task=fs.task, meta=fs.meta, pseudo=fs.pseudo, labelled=fs.labelled, selfsup=fs.selfsup, supmer=fs.supmer)
+        task=fs.task, meta=fs.meta, pseudo=pseudo, labelled=fs.labelled, selfsup=selfsup, supmer=fs.supmer)
+
+
+def target_free(source: str, fs: FewShotConfig) -> bool:
+    """Whether a meta init's tasks do not depend on the target (only its decontamination does): SUPMER's
+    self-supervised tasks, and MetaPT's pseudo-tasks unless they take the target's format."""
+    return source == "selfsup" or (source == "pseudo" and fs.pseudo.template != "target")
+
+
+def decontaminated_against(cfg: MetaTrainConfig) -> list[str]:
+    """The datasets whose train and test texts a meta-training run never uses: its target, and the exclusions of
+    its corpus source."""
+    extra = {"selfsup": cfg.selfsup.exclude, "pseudo": cfg.pseudo.exclude}.get(cfg.source, [])
+    return sorted(set(extra) | ({cfg.target} if cfg.target else set()))
 
 
 def cache_key(cfg: MetaTrainConfig, backbone) -> str:
@@ -81,6 +100,7 @@ def trained_prompt(init: str, ctx: InitContext):
         raise ConfigError(f"meta prompt {out} has shape {tuple(prompt.shape)} but backbone "
                           f"{ctx.backbone.name!r} with prompt.length={ctx.length} needs {want}")
     prov = {"meta_run": str(out), "method": cfg.method, "source": cfg.source, "target": cfg.target, "cache_key": key,
+            "decontaminated_against": decontaminated_against(cfg),
             "meta_steps": cfg.meta.steps, "task_visits": cfg.meta.steps * cfg.meta.meta_batch, **run_report(out)}
     return prompt, prov, out
 

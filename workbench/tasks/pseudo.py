@@ -130,6 +130,8 @@ def _target_format(target, backbone, task_cfg):
 def pseudo_factory(cfg, backbone, target=None, progress: bool = False):
     pc = cfg.pseudo
     targets, tinfo = target_texts(target)
+    for name in pc.exclude:
+        targets |= target_texts(name)[0]
     if pc.clustering:
         clustering = load_clustering(pc.clustering)
         rows = [json.loads(l) for l in open(Path(pc.clustering) / "assignments.jsonl", encoding="utf-8")]
@@ -153,7 +155,7 @@ def pseudo_factory(cfg, backbone, target=None, progress: bool = False):
                               f"{pc.n_clusters} clusters or {pc.n_way}-way x ({cfg.meta.support}+{cfg.meta.query}) = {need}")
         clustering = _cluster_texts(texts, pc, cfg.meta.seed, backbone, progress)
         info = {"corpus": pc.corpus, "n_read": n_read}
-    info.update({"target": tinfo, "decontamination": {"removed": removed, "kept": len(texts)}})
+    info.update({"target": tinfo, "decontamination": {"removed": removed, "kept": len(texts), "exclude": pc.exclude}})
     fmt = _target_format(target, backbone, cfg.task) if target and pc.template == "target" else None
     return PseudoSource(clustering, texts, backbone, pc, cfg.meta.support, cfg.meta.query, cfg.meta.max_length, cfg.prompt, fmt,
                         cfg.task, cfg.meta.seed, info)
