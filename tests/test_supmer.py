@@ -234,6 +234,26 @@ def test_meta_training_resumes_exactly(tiny, tmp_path, bert):
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(pa.state_dict().values(), pb.state_dict().values()))
 
 
+def test_select_best_saves_psi_from_the_selected_step(tiny, tmp_path, bert, monkeypatch):
+    """meta.select=best with meta-validation best at step 0: the saved ψ is the step-0 ψ (as the saved prompt is),
+    not the ψ trained for 4 steps that select=last saves."""
+    from workbench.learn import metatrain
+    from workbench.learn.metatrain import run_meta_training
+    monkeypatch.setattr(metatrain, "evaluate_episodes", lambda P, *a, **k: {"acc_pre": 0.5, "loss_pre": 1.0,
+                                                                          "acc_post": 0.5, "loss_post": 1.0})
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    psis = {}
+    for select in ("best", "last"):
+        cfg = _meta_cfg(tmp_path, corpus, tiny["bert"], select, 4, types="scsp,scc")
+        cfg.meta.eval_every, cfg.meta.select = 1, select
+        with pytest.warns(UserWarning, match="never improved"):
+            run_meta_training(cfg, backbone=bert, progress=False)
+        psis[select] = load_psi(tmp_path / select / "psi").state_dict()
+    fresh = supmer.supmer_init_state(torch.zeros(4, bert.hidden_size), cfg, bert)["psi"].state_dict()
+    assert all(torch.allclose(psis["best"][k], fresh[k]) for k in fresh)
+    assert not all(torch.allclose(psis["last"][k], fresh[k]) for k in fresh)
+
+
 # ----------------------------------------------------------------------------------------------- save / hook
 def test_psi_save_load_and_mismatch_errors(tmp_path, bert, tiny):
     from workbench.engine.backbones import load_backbone

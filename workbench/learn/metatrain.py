@@ -148,16 +148,20 @@ def _trim_metrics(metrics: Path, start: int, done: bool) -> None:
 def new_selection() -> dict:
     """The loop's record of meta-validation: the best step, its query accuracy and loss after adaptation, its
     prompt, the validations since it, whether the run stopped early (checkpointed with the run)."""
-    return {"best_step": None, "best_acc": None, "best_loss": None, "best_P": None, "bad": 0, "stopped": False}
+    return {"best_step": None, "best_acc": None, "best_loss": None, "best_P": None, "best_modules": {}, "bad": 0,
+            "stopped": False}
 
 
-def update_selection(sel: dict, step: int, val: dict, P: torch.Tensor, patience: int) -> None:
+def update_selection(sel: dict, step: int, val: dict, P: torch.Tensor, patience: int, state: dict | None = None) -> None:
     """Fold the meta-validation ``val`` of ``step`` into ``sel``: better = higher query accuracy after inner
-    adaptation, ties broken by lower query loss; ``patience`` validations without a better one stop the run."""
+    adaptation, ties broken by lower query loss; ``patience`` validations without a better one stop the run. The
+    learner's modules in ``state`` (SUPMER's ψ) are kept with the best prompt, so both come from one step."""
     acc, loss = val["acc_post"], val["loss_post"]
     first = sel["best_step"] is None
     if first or acc > sel["best_acc"] + 1e-9 or (abs(acc - sel["best_acc"]) <= 1e-9 and loss < sel["best_loss"]):
-        sel.update(best_step=step, best_acc=acc, best_loss=loss, best_P=P.detach().clone(), bad=0)
+        sel.update(best_step=step, best_acc=acc, best_loss=loss, best_P=P.detach().clone(), bad=0,
+                   best_modules={name: {k: v.detach().clone() for k, v in m.state_dict().items()}
+                                 for name, m in (state or {}).items() if isinstance(m, torch.nn.Module)})
     else:
         sel["bad"] += 1
         sel["stopped"] = patience > 0 and sel["bad"] >= patience
@@ -247,7 +251,7 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
     last_val = None
     if start == 0:
         last_val = validate(0)
-        update_selection(sel, 0, last_val, P, cfg.meta.patience)
+        update_selection(sel, 0, last_val, P, cfg.meta.patience, state)
     bar = tqdm(total=cfg.meta.steps, initial=start, desc=f"meta-train {cfg.method}", disable=not progress)
     step = start
     while step < cfg.meta.steps and not sel["stopped"]:
@@ -261,7 +265,7 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
         bar.set_postfix(loss=f"{rec['loss']:.3f}")
         if step % cfg.meta.eval_interval == 0 or step == cfg.meta.steps:
             last_val = validate(step)
-            update_selection(sel, step, last_val, P, cfg.meta.patience)
+            update_selection(sel, step, last_val, P, cfg.meta.patience, state)
         if step % cfg.meta.checkpoint_interval == 0 or step == cfg.meta.steps or sel["stopped"]:
             save_checkpoint(work, step, P, opt, rng, state, sel)
     bar.close()
@@ -279,6 +283,9 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
                                                     "steps": step, "selected_step": report["selected_step"],
                                                     "insert_offset": val[0].head.offset if val else None})
     if learner.finalize:
+        if cfg.meta.select == "best":  # the learner's modules from the selected step, with its prompt
+            for name, sd in sel.get("best_modules", {}).items():
+                state[name].load_state_dict(sd)
         learner.finalize(state, work)
     write_json(work / "results.json", results)
     if out.exists():
