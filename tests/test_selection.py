@@ -114,3 +114,29 @@ def test_fewshot_rows_carry_the_learning_curve(tiny, toy_data, tmp_path):
     assert row["curve"][-1]["test_acc"] == row["test_acc"] and row["init_test_acc"] == row["curve"][0]["test_acc"]
     assert row["curve_auc"] == pytest.approx(curve_auc(row["curve"]))
     assert all(p["step"] <= p["budget"] for p in row["curve"])
+
+
+def test_fewshot_refuses_more_folds_than_examples_before_training(tiny, toy_data, tmp_path, capsys):
+    out = tmp_path / "cv"
+    assert main(["fewshot", "--dataset", "toy", "--backbone", tiny["bert-mlm"], "--k", "2", "--seeds", "13",
+                 "--methods", "random", "--steps", "4", "--prompt-length", "4", "--max-length", "32", "--out", str(out),
+                 "--quiet", "--set", "tune.selection=cv", "--set", "tune.cv_folds=5"]) == 2
+    err = capsys.readouterr().err
+    assert "tune.cv_folds (5) is more than the examples per class of train+dev (4 in toy k=2 seed 13)" in err
+    assert not out.exists()
+
+
+def test_fewshot_with_cross_validation_records_the_protocol(tiny, toy_data, tmp_path):
+    out = tmp_path / "cv"
+    assert main(["fewshot", "--dataset", "toy", "--backbone", tiny["bert-mlm"], "--k", "4", "--seeds", "13",
+                 "--methods", "random", "--steps", "4", "--eval-every", "2", "--prompt-length", "4",
+                 "--max-length", "32", "--out", str(out), "--quiet", "--set", "tune.selection=cv",
+                 "--set", "tune.cv_folds=2", "--set", "tune.lr_grid=[0.05,0.5]", "--set", "tune.budgets=[2]"]) == 0
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert row["selection"] == "cv" and row["cv_folds"] == 2 and row["n_pool"] == 16
+    assert {(c["lr"], c["step"]) for c in row["cv_candidates"]} == {(lr, s) for lr in (0.05, 0.5) for s in (0, 2, 4)}
+    best = max(row["cv_candidates"], key=lambda c: (c["cv_acc"], -c["cv_loss"], -c["step"], -c["lr"]))
+    assert (row["lr"], row["best_step"], row["dev_acc"]) == (best["lr"], best["step"], best["cv_acc"])
+    assert [p["budget"] for p in row["curve"]] == [0, 2, 4]
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {e.get("fold") for e in evals if e.get("event") == "eval"} == {0, 1}

@@ -28,7 +28,7 @@ from workbench.engine.splits import kshot_split
 from workbench.engine.templates import resolve_format
 from workbench.experiments.baselines import linear_probe
 from workbench.learn.inits import INITS, InitContext, downstream_grad_hook, make_prompt
-from workbench.learn.selection import curve_auc, tune_selected
+from workbench.learn.selection import curve_auc, stratified_folds, tune_selected
 from workbench.learn.tuner import evaluate, metrics, predict
 
 BASELINES = ("zero-shot", "linear-probe")
@@ -65,6 +65,9 @@ def prepare(cfg: FewShotConfig, backbone: Backbone) -> list[Prepared]:
         if any(m in INITS for m in cfg.methods):
             head.check_prompt_length(cfg.prompt.length)
         splits = {seed: kshot_split(ds, cfg.k, seed) for seed in cfg.seeds}
+        if cfg.tune.selection == "cv" and any(m in INITS for m in cfg.methods):  # refused before any training
+            for seed, sp in splits.items():
+                stratified_folds(sp.train + sp.dev, cfg.tune.cv_folds, seed, f"in {ds.name} k={cfg.k} seed {seed}")
         out.append(Prepared(ds, fmt, head, splits))
     return out
 
