@@ -284,11 +284,13 @@ def test_shipped_suites_resolve():
     assert sorted(m for m in full["methods"] if m in INITS) == sorted(set(INITS) - {"file"})
     assert full["cells"] == [[d, 16] for d in ("sst2", "mr", "subj", "agnews", "mpqa", "sst5")] + [["sst2", 4],
                                                                                                    ["mr", 4]]
-    assert full["seeds"] == [13, 21, 42, 87, 100] and full["reference"] == "random"
-    extra = benchmark.load_suite(REPO / "benchmarks" / "suites" / "k4-extra.json")  # full's protocol, k=4 elsewhere
-    assert extra["cells"] == [["subj", 4], ["agnews", 4]]
-    assert benchmark.suite_diff({**full, **dict.fromkeys(("cells", "methods", "init_options", "exclude", "grid"))},
-                                {**extra, **dict.fromkeys(("cells", "methods", "init_options", "exclude", "grid"))}) == []
+    assert len(full["seeds"]) == 10 and full["reference"] == "random" and full["test_limit"] is None
+    assert full["tune"]["eval_every"] <= 5 and len(full["tune"]["lr_grid"]) >= 3 and full["tune"]["budgets"]
+    cpu = benchmark.load_suite(REPO / "benchmarks" / "suites" / "cpu.json")  # full, with named knobs reduced
+    assert benchmark.suite_diff(full, cpu) == ["meta.eval_every", "meta.meta_batch", "meta.patience", "meta.steps",
+                                               "meta.val_tasks", "test_limit", "tune.budgets", "tune.eval_autocast",
+                                               "tune.lr_grid", "tune.max_length", "tune.steps", "tune.warmup_steps"]
+    assert cpu["methods"] == full["methods"] and cpu["families"] == full["families"]
 
 
 def test_eval_autocast_reaches_every_benchmark_evaluation(tiny, data_dir, tmp_path, monkeypatch):
