@@ -23,7 +23,7 @@ Built in:
 - ``labelled`` (MPT): a task is (dataset, k-shot split seed); support from the split's train part, query from its
   dev part (meta-validation: query from the source's test split). Each dataset keeps its own head and format.
   ``labelled.sources="auto"`` (default) scores every leave-one-out candidate for learnability and similarity to the
-  target and keeps the best ``labelled.auto_top`` (:mod:`workbench.tasks.selection`); why each candidate was kept
+  target and keeps the best ``labelled.auto_top`` (:mod:`workbench.tasks.sources`); why each candidate was kept
   or dropped is in ``describe()["selection"]``.
 
 Decontamination: every source text whose normalised form occurs in the target's test split or anywhere in its train
@@ -38,7 +38,7 @@ from workbench.engine.data import Dataset, list_datasets, load_dataset
 from workbench.engine.heads import make_head
 from workbench.engine.splits import kshot_split
 from workbench.tasks.episodes import Episode, _clean, _per_class, target_texts
-from workbench.tasks.selection import select_sources, source_format
+from workbench.tasks.sources import select_sources, source_format
 
 # ----------------------------------------------------------------------------------------------- dataset types
 TYPES = {"sst2": "sentiment", "sst5": "sentiment", "mr": "sentiment", "mpqa": "sentiment", "yelp5": "sentiment",
@@ -47,7 +47,7 @@ TYPES = {"sst2": "sentiment", "sst5": "sentiment", "mr": "sentiment", "mpqa": "s
 FAMILIES = [{"sst2", "sst5"}]  # the same sentences under other labels: never a source for one another
 CONFIGURATIONS = {
     "auto": "the leave-one-out candidates, scored on a k-shot draw: those the bare model or a linear probe learns "
-            "above chance, the labelled.auto_top most similar to the target (tasks/selection.py)",
+            "above chance, the labelled.auto_top most similar to the target (tasks/sources.py)",
     "leave-one-out": "every dataset on the data path except the target (and its family)",
     "same-type": "datasets of the target's type (e.g. other sentiment sets -> a sentiment target)",
     "cross-type": "datasets of every other type (e.g. non-sentiment -> sentiment)",
