@@ -13,7 +13,7 @@ from workbench.config import ConfigError, LabelledConfig, MetaConfig, MetaTrainC
 from workbench.engine.backbones import load_backbone
 from workbench.engine.data import list_datasets, load_dataset
 from workbench.engine.splits import kshot_split
-from workbench.tasks import labelled, selection
+from workbench.tasks import labelled, sources
 from workbench.tasks.episodes import make_source
 from workbench.tasks.labelled import resolve_sources
 
@@ -45,7 +45,7 @@ def only(monkeypatch, root):
     """Candidates only from ``root`` (the shared benchmark folder is on the search path too)."""
     monkeypatch.setenv("WORKBENCH_DATA", str(root))
     monkeypatch.setattr(labelled, "list_datasets", lambda: list_datasets([root]))
-    selection._CACHE.clear()
+    sources._CACHE.clear()
 
 
 @pytest.fixture
@@ -105,13 +105,13 @@ def test_auto_drops_unlearnable_ranks_by_similarity_and_records_why(auto_data, b
 
 
 def test_auto_never_scores_the_target_test_split(auto_data, bert, monkeypatch):
-    seen, real = [], selection._forward
+    seen, real = [], sources._forward
 
     def spy(head, examples):
         seen.extend(e.text_a for e in examples)
         return real(head, examples)
 
-    monkeypatch.setattr(selection, "_forward", spy)
+    monkeypatch.setattr(sources, "_forward", spy)
     make_source("labelled", _cfg(), bert, target="tgt")
     tgt_train = {json.loads(line)["text"] for line in (auto_data / "tgt" / "train.jsonl").read_text().splitlines()}
     assert seen and not [t for t in seen if SENTINEL in t]
