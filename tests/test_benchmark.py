@@ -387,3 +387,13 @@ def test_a_suite_with_budgets_reports_the_learning_curve_and_its_statistics(tiny
     board = (tmp_path / "curve" / "leaderboard.md").read_text()
     assert "## Learning curve" in board and "| B=0 | B=2 | B=4 | AUC | last step |" in board
     assert "lr grid [0.05, 0.5]" in board
+
+
+def test_leaderboard_has_the_mean_over_cells_against_reference_and_baselines(full_run):
+    out, _ = full_run
+    res = json.loads((out / "results.json").read_text())
+    pooled = res["statistics"]["pooled"]
+    assert {e["reference"] for e in pooled} == {"random", "zero-shot", "linear-probe"}
+    assert {(e["reference"], e["method"]) for e in pooled if e["k"] == 2} >= {("random", "vocab"), ("zero-shot", "random")}
+    board = (out / "leaderboard.md").read_text()
+    assert "## Mean over the cells of each k" in board and "| zero-shot | 2 | vocab | toy |" in board

@@ -102,3 +102,30 @@ def test_paired_vs_random_and_summary():
     partial = [x for x in rows if not (x["method"] == "good" and x["seed"] == 13)]
     ns = {(e["dataset"], e["method"]): e["n"] for e in stats.paired_vs(partial)}
     assert ns[("sst2", "good")] == 4 and ns[("sst2", "same")] == 5
+
+
+def test_pooled_comparison_is_the_paired_test_of_per_seed_means_over_cells():
+    from scipy import stats as sps
+
+    from workbench.engine.stats import pooled_vs
+    rng = np.random.default_rng(3)
+    rows, acc = [], {}
+    for d in ("a", "b", "c"):
+        for s in (1, 2, 3, 4):
+            for m, shift in (("random", 0.0), ("good", 0.04), ("same", 0.0), ("zero-shot", -0.1)):
+                acc[(d, m, s)] = 0.6 + shift + rng.normal(0, 0.02)
+                rows.append({"dataset": d, "k": 16, "method": m, "seed": s, "test_acc": acc[(d, m, s)]})
+    rows.append({"dataset": "a", "k": 4, "method": "good", "seed": 1, "test_acc": 0.5})  # another k, one seed only
+    out = pooled_vs(rows, "random", families={"f": ["good", "same"]})
+    assert [(e["k"], e["method"]) for e in out] == [(16, "good"), (16, "same")]  # k=4: fewer than 2 seeds
+    for e in out:
+        a = [np.mean([acc[(d, e["method"], s)] for d in "abc"]) for s in (1, 2, 3, 4)]
+        b = [np.mean([acc[(d, "random", s)] for d in "abc"]) for s in (1, 2, 3, 4)]
+        assert e["diff_mean"] == pytest.approx(np.mean(np.subtract(a, b)))
+        assert e["p_t"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+        assert e["cells"] == ["a", "b", "c"] and e["family"] == "f" and e["family_size"] == 2
+    ps = sorted(e["p_t"] for e in out)
+    assert sorted(e["p_t_holm"] for e in out) == pytest.approx([min(1, 2 * ps[0]), max(min(1, 2 * ps[0]), ps[1])])
+    vs_zero = pooled_vs(rows, "zero-shot")
+    assert {e["method"] for e in vs_zero} == {"random", "good", "same"}  # every init against the baseline
+    assert all(e["verdict"] == "better" for e in vs_zero)

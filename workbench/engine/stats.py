@@ -232,6 +232,36 @@ def paired_vs(rows: list[dict], reference: str = "random", metric: str = "test_a
     return out
 
 
+def pooled_vs(rows: list[dict], reference: str = "random", metric: str = "test_acc", alpha: float = 0.05,
+              families: dict | None = None) -> list[dict]:
+    """Each method vs ``reference`` on the mean over the cells of one k: per seed, the mean over the k's cells of
+    ``metric(method) - metric(reference)``, then the paired statistics of :func:`paired_diffs` over the seeds that have
+    every cell (Holm within ``families`` per k; a baseline reference compares every init, a baseline method is
+    compared only with an init reference). One entry per (k, method), with the cells it averages."""
+    families = families or {}
+    by = {(*_cell(r), r["method"], r["seed"]): r[metric] for r in rows if r.get(metric) is not None}
+    out = []
+    for k in dict.fromkeys(int(r["k"]) for r in rows):
+        cells = list(dict.fromkeys(_cell(r)[0] for r in rows if int(r["k"]) == k))
+        group = []
+        for m in compared(dict.fromkeys(r["method"] for r in rows), reference, reference in BASELINES):
+            if m in BASELINES and reference in BASELINES:
+                continue
+            seeds = sorted({s for (d, kk, mm, s) in by if kk == k and mm == m}
+                           & {s for (d, kk, mm, s) in by if kk == k and mm == reference})
+            seeds = [s for s in seeds if all((d, k, m, s) in by and (d, k, reference, s) in by for d in cells)]
+            if len(seeds) > 1:
+                diffs = [float(np.mean([by[(d, k, m, s)] - by[(d, k, reference, s)] for d in cells])) for s in seeds]
+                group.append({"k": k, "cells": cells, "method": m, "reference": reference, "n": len(seeds),
+                              "seeds": seeds, **paired_diffs(diffs, alpha)})
+        fams = [family_of(e["method"], families) for e in group]
+        size = Counter(fams)
+        for e, adj, g in zip(group, holm_within([e["p_t"] for e in group], fams), fams):
+            e.update(family=g, family_size=size[g], p_t_holm=adj, verdict=verdict(e["diff_mean"], adj, e["mde"], alpha))
+        out += group
+    return out
+
+
 def rank_with_ties(values, higher_is_better: bool = True) -> list[float]:
     """Ranks 1..n (1 = best); tied values share the mean of the ranks they occupy."""
     v = -np.asarray(values, dtype=float) if higher_is_better else np.asarray(values, dtype=float)
@@ -265,4 +295,6 @@ def statistics(rows: list[dict], reference: str = "random", metric: str = "test_
                        f"difference over seeds (B = {BOOTSTRAP_B}, seed {BOOTSTRAP_SEED}); verdict better/worse only "
                        f"when Holm p < alpha and |mean| >= MDE, else 'not resolved'",
             "paired": paired_vs(rows, reference, metric, alpha, families=families) if have_ref else [],
+            "pooled": [e for ref in dict.fromkeys([reference, *BASELINES]) if any(r["method"] == ref for r in rows)
+                       for e in pooled_vs(rows, ref, metric, alpha, families)],
             "ranks": average_ranks(summary, f"{metric}_mean")}

@@ -176,6 +176,24 @@ def _paired_section(st: dict) -> list[str]:
     return lines + _verdict_lines(st)
 
 
+def _pooled_section(st: dict) -> list[str]:
+    """Each init against the reference and the baselines on the mean over the cells of each k."""
+    pooled = st.get("pooled") or []
+    if not pooled:
+        return []
+    lines = ["", "## Mean over the cells of each k: each init against the reference and the baselines", "",
+             "Per seed, the mean over the k's cells of the difference in test accuracy; then the paired statistics over "
+             "seeds (as above; Holm within each family and reference).", "",
+             "| vs | k | method | cells | n | Δ mean ± paired SD | 95% CI | MDE | p (t) | p Holm | verdict |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for e in pooled:
+        v = e["verdict"] if e["verdict"] == NOT_RESOLVED else f"**{e['verdict']}**"
+        lines.append(f"| {e['reference']} | {e['k']} | {e['method']} | {', '.join(e['cells'])} | {e['n']} | "
+                     f"{100 * e['diff_mean']:+.1f} ± {_pts(e['paired_sd'])} | [{100 * e['ci_low']:+.1f}, "
+                     f"{100 * e['ci_high']:+.1f}] | {_pts(e['mde'])} | {_p(e['p_t'])} | {_p(e['p_t_holm'])} | {v} |")
+    return lines
+
+
 CURVE_METRICS = (("init_test_acc", "init only (step 0)"), ("curve_auc", "learning-curve AUC"))
 
 
@@ -230,5 +248,5 @@ def leaderboard_markdown(results: dict) -> str:
         lines += ["", f"No paired tests: the reference `{st['reference']}` is not among the methods."]
     if st["paired"]:
         lines += _paired_section(st)
-    lines += _curve_table(results)
+    lines += _pooled_section(st) + _curve_table(results)
     return "\n".join(lines) + "\n"
