@@ -397,3 +397,15 @@ def test_leaderboard_has_the_mean_over_cells_against_reference_and_baselines(ful
     assert {(e["reference"], e["method"]) for e in pooled if e["k"] == 2} >= {("random", "vocab"), ("zero-shot", "random")}
     board = (out / "leaderboard.md").read_text()
     assert "## Mean over the cells of each k" in board and "| zero-shot | 2 | vocab | toy |" in board
+
+
+def test_meta_runs_table_lists_each_training_once_with_its_budget_and_outcome():
+    from workbench.experiments.leaderboard import _meta_table
+    meta = {"cache_key": "abc", "budget": {"steps": 200, "steps_run": 150, "task_visits": 600, "inner_steps": 5,
+                                           "inner_optimizer": "sgd"}, "selected_step": 75, "meta_val_improved": False,
+            "decontaminated_against": ["mr", "sst2"]}
+    rows = [{"dataset": d, "method": "supmer", "seed": s, "meta": meta} for d in ("sst2", "mr") for s in (1, 2)]
+    rows.append({"dataset": "sst2", "method": "random", "seed": 1})
+    table = _meta_table({"rows": rows})
+    assert table[-1] == "| supmer | mr, sst2 | 150 / 200 | 600 | 5 (sgd) | 75 | **no** | mr, sst2 |"
+    assert sum(line.startswith("| supmer") for line in table) == 1 and _meta_table({"rows": rows[-1:]}) == []

@@ -194,6 +194,28 @@ def _pooled_section(st: dict) -> list[str]:
     return lines
 
 
+def _meta_table(results: dict) -> list[str]:
+    """One line per meta-training run the rows used: its budget, the step selected on meta-validation, whether
+    meta-validation ever improved on step 0, and what it was decontaminated against."""
+    runs: dict[str, dict] = {}
+    for r in results["rows"]:
+        m = r.get("meta")
+        if m and m.get("cache_key"):
+            runs.setdefault(m["cache_key"], {**m, "method": r["method"], "targets": set()})["targets"].add(r["dataset"])
+    if not runs:
+        return []
+    lines = ["", "## Meta-training runs behind the meta inits", "",
+             "| init | used for | meta-steps run / planned | task visits | inner steps | selected step | meta-val improved "
+             "| decontaminated against |", "|---|---|---:|---:|---:|---:|---|---|"]
+    for m in sorted(runs.values(), key=lambda m: (m["method"], sorted(m["targets"]))):
+        b = m.get("budget") or {}
+        lines.append(f"| {m['method']} | {', '.join(sorted(m['targets']))} | {b.get('steps_run')} / {b.get('steps')} | "
+                     f"{b.get('task_visits')} | {b.get('inner_steps')} ({b.get('inner_optimizer')}) | "
+                     f"{m.get('selected_step')} | {'yes' if m.get('meta_val_improved') else '**no**'} | "
+                     f"{', '.join(m.get('decontaminated_against') or []) or '–'} |")
+    return lines
+
+
 CURVE_METRICS = (("init_test_acc", "init only (step 0)"), ("curve_auc", "learning-curve AUC"))
 
 
@@ -248,5 +270,5 @@ def leaderboard_markdown(results: dict) -> str:
         lines += ["", f"No paired tests: the reference `{st['reference']}` is not among the methods."]
     if st["paired"]:
         lines += _paired_section(st)
-    lines += _pooled_section(st) + _curve_table(results)
+    lines += _pooled_section(st) + _curve_table(results) + _meta_table(results)
     return "\n".join(lines) + "\n"
