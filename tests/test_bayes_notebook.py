@@ -71,5 +71,7 @@ def test_viz_functions_and_widgets(tmp_path):
     box = svgd_explorer(dist)
     box.controls["particles"].value = 20  # reruns SVGD with 20 particles
     box.controls["iterations"].value = 30
-    assert box.last.particles.shape == (20, 5) and box.last.info["config"]["iterations"] == 30
+    fitted = box.last.info["fitted_dim"]  # particles live in the auto-sized PCA space, map back to the 5 features
+    assert box.last.particles.shape == (20, fitted) and box.last.info["config"]["iterations"] == 30
+    assert fitted < 5 and box.last.feature_particles().shape == (20, 5)
     assert box.last.info["svgd"]["history"][-1]["iteration"] == 30
