@@ -224,8 +224,11 @@ def test_meta_training_resumes_exactly(tiny, tmp_path, bert):
     from workbench.learn.metatrain import run_meta_training
     from workbench.engine.runs import load_prompt
     corpus = write_corpus(tmp_path / "c.jsonl")
-    run_meta_training(_meta_cfg(tmp_path, corpus, tiny["bert"], "full", 6), backbone=bert, progress=False)
+    full = _meta_cfg(tmp_path, corpus, tiny["bert"], "full", 6)
+    full.meta.select = "last"  # the trajectory itself (with select=best a short run may write its step-0 prompt)
+    run_meta_training(full, backbone=bert, progress=False)
     cfg = _meta_cfg(tmp_path, corpus, tiny["bert"], "cut", 6)
+    cfg.meta.select = "last"
     assert "interrupted_at" in run_meta_training(cfg, backbone=bert, progress=False, stop_after=4)
     run_meta_training(cfg, backbone=bert, progress=False, resume=True)
     a, b = load_prompt(tmp_path / "full" / "prompt")[0], load_prompt(tmp_path / "cut" / "prompt")[0]

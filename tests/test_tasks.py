@@ -204,5 +204,5 @@ def test_pseudo_source_from_saved_clustering(tmp_path, bert, labelled_data):
                                                    for i, (t, c) in enumerate(zip(texts, cl.assignments))))
     cfg = _pseudo_cfg(tmp_path / "unused.txt", clustering=str(out))
     src = make_source("pseudo", cfg, bert, target="tgt")
-    assert src.describe()["decontamination"] == {"removed": 2, "kept": len(texts) - 2}
+    assert src.describe()["decontamination"] == {"removed": 2, "kept": len(texts) - 2, "exclude": []}
     assert not set(tgt) & set(src.texts) and len(src.sample(np.random.default_rng(0), 2)) == 2
