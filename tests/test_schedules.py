@@ -151,3 +151,11 @@ def test_tune_prompt_refuses_a_grid_it_would_ignore(tiny_tuning):
     with pytest.raises(ConfigError, match="tune.lr_grid .* fewshot harness only"):
         tuner.tune_prompt(head, init, split.train, split.dev, TuneConfig(steps=2, lr_grid=[0.1, 0.3]), SEED,
                           progress=False)
+
+
+def test_tune_prompt_refuses_cross_validation_it_would_ignore(tiny_tuning):
+    from workbench.config import ConfigError, TuneConfig
+    from workbench.learn.tuner import tune_prompt
+    head, split, init = tiny_tuning
+    with pytest.raises(ConfigError, match="tune.selection='cv' is honoured by the fewshot harness only"):
+        tune_prompt(head, init, split.train, split.dev, TuneConfig(steps=2, selection="cv"), 13, progress=False)

@@ -11,8 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from workbench.learn.tuner import metrics
+from workbench.tasks.sources import C_GRID  # one grid of C for every linear probe
 
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 
 def linear_probe(train_x, train_y, dev_x, dev_y, test_x, test_y, n_classes: int, seed: int = 0) -> dict:

@@ -51,8 +51,10 @@ def meta_config_for(init: str, ctx: InitContext) -> MetaTrainConfig:
     targets = sorted(set(ctx.extras.get("targets") or ([target] if target else [])))  # the run's, as named
     if fs.meta.shared and target_free(source, fs) and targets:  # one training for all targets, none of their texts
         target = None
-        pseudo = dataclasses.replace(pseudo, exclude=sorted(set(pseudo.exclude) | set(targets)))
-        selfsup = dataclasses.replace(selfsup, exclude=sorted(set(selfsup.exclude) | set(targets)))
+        if source == "pseudo":
+            pseudo = dataclasses.replace(pseudo, exclude=sorted(set(pseudo.exclude) | set(targets)))
+        else:
+            selfsup = dataclasses.replace(selfsup, exclude=sorted(set(selfsup.exclude) | set(targets)))
     return MetaTrainConfig(
         method=method, source=source, target=target,
         backbone=dataclasses.replace(fs.backbone, name=ctx.backbone.name),

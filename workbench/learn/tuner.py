@@ -158,9 +158,13 @@ def batch_order(n: int, batch_size: int, seed: int):
 
 
 def check_single_lr(cfg: TuneConfig) -> None:
+    """Refuse what only the harness's selection (learn.selection.tune_selected) honours: a grid, cross-validation."""
     if cfg.lr_grid:
-        raise ConfigError(f"tune.lr_grid ({cfg.lr_grid}) is honoured by the fewshot harness only (learn.grid."
-                          f"tune_grid); this caller tunes one learning rate: set tune.lr and leave tune.lr_grid empty")
+        raise ConfigError(f"tune.lr_grid ({cfg.lr_grid}) is honoured by the fewshot harness only (fewshot and "
+                          f"benchmark, through learn.selection.tune_selected); this caller tunes one learning rate: set tune.lr and leave tune.lr_grid empty")
+    if cfg.selection != "dev":
+        raise ConfigError(f"tune.selection={cfg.selection!r} is honoured by the fewshot harness only "
+                          f"(fewshot and benchmark, through learn.selection.tune_selected); this caller selects on dev: leave tune.selection 'dev'")
 
 
 class PromptRun:

@@ -23,6 +23,15 @@ def target_texts(target: str | None) -> tuple[set[str], dict]:
     return norm, {"name": ds.name, "n_texts": len(norm), "file_hashes": ds.file_hashes()}
 
 
+def excluded_texts(target: str | None, exclude=()) -> tuple[set[str], dict]:
+    """:func:`target_texts` of ``target`` together with those of every dataset in ``exclude`` (a corpus source's
+    ``exclude`` knob): what a corpus source never uses; the info describes the target."""
+    texts, info = target_texts(target)
+    for name in exclude:
+        texts |= target_texts(name)[0]
+    return texts, info
+
+
 def _clean(examples: list[Example], targets: set[str]) -> tuple[list[Example], int]:
     return decontaminate(examples, targets) if targets else (list(examples), 0)
 

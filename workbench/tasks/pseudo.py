@@ -25,7 +25,7 @@ from workbench.tasks.corpus import (
     pseudo_label_texts,
     pseudo_label_words,
 )
-from workbench.tasks.episodes import Episode, SubsetHead, _hash, target_texts
+from workbench.tasks.episodes import Episode, SubsetHead, _hash, excluded_texts
 
 
 def _cluster_texts(texts, pc: PseudoConfig, seed: int, backbone, progress: bool):
@@ -129,9 +129,7 @@ def _target_format(target, backbone, task_cfg):
 
 def pseudo_factory(cfg, backbone, target=None, progress: bool = False):
     pc = cfg.pseudo
-    targets, tinfo = target_texts(target)
-    for name in pc.exclude:
-        targets |= target_texts(name)[0]
+    targets, tinfo = excluded_texts(target, pc.exclude)
     if pc.clustering:
         clustering = load_clustering(pc.clustering)
         rows = [json.loads(l) for l in open(Path(pc.clustering) / "assignments.jsonl", encoding="utf-8")]

@@ -66,7 +66,7 @@ from workbench.engine.heads import Head, SimilarityHead, make_head
 from workbench.engine.splits import normalize_text
 from workbench.engine.templates import TaskFormat, check_template
 from workbench.tasks.corpus import cluster, embed_texts, pseudo_label_texts
-from workbench.tasks.episodes import Episode, target_texts
+from workbench.tasks.episodes import Episode, excluded_texts
 
 ADJACENCY = ("nsp", "nss")
 NSP_WORDS, SCSP_WORDS = ["yes", "maybe", "no"], ["no", "yes"]
@@ -364,8 +364,6 @@ def selfsup_factory(cfg, backbone, target=None, progress: bool = False):
     """The ``selfsup`` source of a MetaTrainConfig: its ``selfsup`` section, with ``meta.max_length`` tokens per
     text and ``meta.seed``. Corpus lines whose normalised text is in the target's train or test split (or those of
     ``selfsup.exclude``) are never used."""
-    exclude, _ = target_texts(target)
-    for name in cfg.selfsup.exclude:
-        exclude |= target_texts(name)[0]
+    exclude, _ = excluded_texts(target, cfg.selfsup.exclude)
     return SelfSupSource(backbone, cfg.selfsup, cfg.prompt, cfg.task, progress=progress, exclude=exclude,
                          seed=cfg.meta.seed, max_length=cfg.meta.max_length)

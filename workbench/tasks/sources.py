@@ -43,7 +43,7 @@ from workbench.engine.splits import kshot_split
 from workbench.engine.templates import resolve_format
 
 PROBE_FOLDS = 5
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0)  # the linear probe's C values (also the linear-probe baseline's)
 BATCH = 32
 _CACHE: dict = {}
 
