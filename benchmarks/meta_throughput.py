@@ -17,7 +17,6 @@ import resource
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 
 
@@ -28,10 +27,19 @@ def build(args, second_order=False):
     from workbench.tasks.episodes import make_source
     set_threads()
     bb = load_backbone(BackboneConfig(name=args.backbone, second_order=second_order))
-    cfg = MetaTrainConfig(support=args.support, query=args.query, max_length=args.max_length)
+    cfg = MetaTrainConfig()
+    cfg.meta.support, cfg.meta.query, cfg.meta.max_length = args.support, args.query, args.max_length
     cfg.prompt.length = args.prompt_length
     cfg.labelled.datasets, cfg.labelled.seeds = ["mr", "subj", "agnews", "cola"], [13]
     return bb, make_source("labelled", cfg, bb, target=None)
+
+
+def step_config():
+    """The meta-step settings both paths run: one SGD inner step at lr 0.1."""
+    from workbench.learn.metatrain import MetaTrainConfig
+    cfg = MetaTrainConfig()
+    cfg.meta.inner_lr, cfg.meta.inner_steps = 0.1, 1
+    return cfg
 
 
 def prompt(bb, length):
@@ -61,7 +69,7 @@ def maml_memory(args) -> dict:
     eps = src.sample(np.random.default_rng(0), args.sizes[-1])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
-    meta_gradient("maml", prompt(bb, args.prompt_length), eps, SimpleNamespace(inner_lr=0.1, inner_steps=1))
+    meta_gradient("maml", prompt(bb, args.prompt_length), eps, step_config())
     return {"maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "before_step_mib": before / 1024,
             "seconds": time.perf_counter() - t0, "tasks": len(eps)}
 
@@ -85,7 +93,7 @@ def main(argv=None):
     import torch
     bb, src = build(args)
     P = prompt(bb, args.prompt_length)
-    cfg = SimpleNamespace(inner_lr=0.1, inner_steps=1)
+    cfg = step_config()
     print(f"backbone={args.backbone} method={args.method} support={args.support} query={args.query} per class, "
           f"max_length={args.max_length}, prompt={args.prompt_length}, threads={torch.get_num_threads()}, "
           f"cpus={os.cpu_count()}, device={bb.device}")

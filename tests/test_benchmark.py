@@ -288,7 +288,7 @@ def test_shipped_suites_resolve():
     assert full["tune"]["eval_every"] <= 5 and len(full["tune"]["lr_grid"]) >= 3 and full["tune"]["budgets"]
     cpu = benchmark.load_suite(REPO / "benchmarks" / "suites" / "cpu.json")  # full, with named knobs reduced
     assert benchmark.suite_diff(full, cpu) == ["meta.eval_every", "meta.meta_batch", "meta.patience", "meta.steps",
-                                               "meta.val_tasks", "test_limit", "tune.budgets", "tune.eval_autocast",
+                                               "meta.val_tasks", "prompt.length", "test_limit", "tune.budgets", "tune.eval_autocast",
                                                "tune.lr_grid", "tune.max_length", "tune.steps", "tune.warmup_steps"]
     assert cpu["methods"] == full["methods"] and cpu["families"] == full["families"]
 

@@ -244,3 +244,28 @@ def test_target_free_meta_init_is_trained_once_for_all_targets_and_decontaminate
     calls.clear()
     run(False, "per-target")
     assert [Path(c.target).name for c in calls] == ["tgt", "srcb"] and all(c.pseudo.exclude == [] for c in calls)
+
+
+def test_meta_init_cache_key_ignores_sections_the_run_does_not_read():
+    """A meta init's cache key changes with what its source and learner read, not with the other sections: changing
+    ``selfsup.*`` or ``supmer.*`` does not retrain MetaPT, changing ``pseudo.*`` does not retrain SUPMER; a
+    third-party source keeps every section in its key."""
+    from types import SimpleNamespace
+
+    from workbench.config import PseudoConfig, SelfSupConfig, SupmerConfig
+    bb = SimpleNamespace(describe=lambda: {"weights_sha256": "w"}, path="/m")
+
+    def key(method, source, **sections):
+        return meta_inits.cache_key(MetaTrainConfig(method=method, source=source, **sections), bb)
+
+    other = {"selfsup": SelfSupConfig(per_task_support=6), "supmer": SupmerConfig(mixup=False),
+             "labelled": LabelledConfig(k=8)}
+    assert key("fomaml", "pseudo") == key("fomaml", "pseudo", **other)
+    assert key("fomaml", "pseudo") != key("fomaml", "pseudo", pseudo=PseudoConfig(n_clusters=7))
+    assert key("supmer", "selfsup") == key("supmer", "selfsup", pseudo=PseudoConfig(n_clusters=7),
+                                           labelled=LabelledConfig(k=8))
+    assert key("supmer", "selfsup") != key("supmer", "selfsup", supmer=SupmerConfig(mixup=False))
+    assert key("supmer", "selfsup") != key("supmer", "selfsup", selfsup=SelfSupConfig(per_task_support=6))
+    assert key("fomaml", "labelled") != key("fomaml", "labelled", labelled=LabelledConfig(k=8))
+    assert key("fomaml", "labelled") != key("maml", "labelled")
+    assert key("fomaml", "custom") != key("fomaml", "custom", supmer=SupmerConfig(mixup=False))  # third-party

@@ -6,7 +6,8 @@ Every meta init (``metapt``, ``mpt-maml``, ``mpt-fomaml``, ``mpt-reptile``, ``mu
 :class:`~workbench.config.FewShotConfig` sections (``meta``, ``pseudo``, ``labelled``, ``selfsup``, ``supmer``: the
 same keys as ``meta-train``) with the method and source its name implies. Runs are cached in
 ``$WORKBENCH_CACHE/meta/<init>-<hash>`` (default ``~/.cache/workbench/meta``), keyed by the full config + target +
-backbone weights, so one meta init serves every seed.
+backbone weights (the sections neither its source nor its learner reads left out), so one meta init serves every
+seed.
 """
 from __future__ import annotations
 
@@ -76,8 +77,27 @@ def decontaminated_against(cfg: MetaTrainConfig) -> list[str]:
     return sorted(set(extra) | ({cfg.target} if cfg.target else set()))
 
 
+SOURCE_SECTIONS = {"pseudo": "pseudo", "labelled": "labelled", "selfsup": "selfsup"}  # the section each source reads
+LEARNER_SECTIONS = {"supmer": "supmer"}  # learners that read a section of their own
+
+
+def cache_ident(cfg: MetaTrainConfig) -> dict:
+    """What a meta-training run depends on: its config without the run directory and without the sections that
+    neither its task source nor its learner reads (MetaPT's run does not change when ``selfsup.*`` does). A
+    third-party source keeps every section: what it reads is not known here."""
+    ident = {**to_dict(cfg), "out": None}
+    if cfg.source in SOURCE_SECTIONS:
+        for section in SOURCE_SECTIONS.values():
+            if section != SOURCE_SECTIONS[cfg.source]:
+                ident.pop(section)
+        for learner, section in LEARNER_SECTIONS.items():
+            if cfg.method != learner:
+                ident.pop(section)
+    return ident
+
+
 def cache_key(cfg: MetaTrainConfig, backbone) -> str:
-    ident = {**to_dict(cfg), "out": None, "backbone_weights": backbone.describe().get("weights_sha256"),
+    ident = {**cache_ident(cfg), "backbone_weights": backbone.describe().get("weights_sha256"),
              "backbone_path": str(backbone.path)}
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
