@@ -86,8 +86,8 @@ class TuneConfig:
     steps: int = knob(200, "maximum optimisation steps")
     batch_size: int = knob(16, "training batch size")
     max_length: int = knob(128, "tokens of the rendered input text (prompt not counted)")
-    eval_every: int = knob(10, "dev evaluation interval in steps (step 0 is always evaluated)")
-    patience: int = knob(5, "early stop after this many dev evaluations without gain; 0 = off")
+    eval_every: int = knob(5, "dev evaluation interval in steps (step 0 is always evaluated)")
+    patience: int = knob(10, "early stop after this many dev evaluations without gain; 0 = off")
     grad_clip: float = knob(1.0, "max gradient norm of the prompt; 0 = off")
     autocast: str = knob("none", "autocast for training (and evaluation unless eval_autocast says otherwise)",
                          ("none", "bf16", "fp16"))
