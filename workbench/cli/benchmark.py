@@ -19,6 +19,8 @@ def add_cli(sub):
                    help="override a suite field, e.g. --set tune.steps=10 or --set seeds=[13,21] (repeatable)")
     p.add_argument("--out", help="benchmark directory (default runs/bench-<suite name>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted benchmark in --out")
+    p.add_argument("--wait", action="store_true",
+                   help="if another process is writing --out, wait for it instead of stopping with an error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -52,7 +54,7 @@ def run_cli(args) -> int:
     cmd = ("workbench benchmark --suite " + args.suite + "".join(f" --set {o}" for o in args.overrides) +
            (f" --out {args.out}" if args.out else "") + (" --resume" if args.resume else ""))
     try:
-        res = run_benchmark(suite, out, resume=args.resume, progress=not args.quiet, command=cmd)
+        res = run_benchmark(suite, out, resume=args.resume, progress=not args.quiet, command=cmd, wait=args.wait)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are kept in {out}/{ROWS}; continue with "
               f"workbench benchmark --suite {args.suite} --out {out} --resume", file=sys.stderr)

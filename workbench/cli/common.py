@@ -69,6 +69,8 @@ def add_run_options(p: argparse.ArgumentParser, resume: bool = False) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     if resume:
         p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+        p.add_argument("--wait", action="store_true",
+                       help="if another process is writing --out, wait for it instead of stopping with an error")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

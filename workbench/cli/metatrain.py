@@ -27,7 +27,8 @@ def run_cli(args) -> int:
             raise ConfigError(f"--opt {item!r} must look like key=value")
         k, v = item.split("=", 1)
         cfg.source_options[k] = v
-    res = run_meta_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    res = run_meta_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                            wait=args.wait)
     v = res["final_val"]
     print(f"meta-validation after {res['steps']} steps: query acc {100 * v['acc_pre']:.1f}% before / "
           f"{100 * v['acc_post']:.1f}% after inner adaptation (loss {v['loss_pre']:.3f} / {v['loss_post']:.3f})")

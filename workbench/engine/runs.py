@@ -4,7 +4,8 @@ A run writes ``config.json``, ``metrics.jsonl``, ``results.json`` and each tuned
 adapter (``adapter_config.json`` + ``adapter_model.safetensors`` holding ``prompt_embeddings``), plus a sidecar
 ``workbench_prompt.json`` with what PEFT has no field for (insert position, provenance). Everything is written into a
 hidden temporary directory next to the target and renamed into place at the end, so a failed run leaves nothing
-half-written behind; an existing non-empty target is refused unless ``overwrite``.
+half-written behind; an existing non-empty target is refused unless ``overwrite``; a target another process is
+writing is refused (:mod:`workbench.engine.lock`).
 
 Reading: :func:`read_run` is the one reader of a run directory (:class:`Run`: ``config``, ``results``, ``metrics``,
 each parsed on first use); :func:`read_json` and :func:`read_jsonl` read one of its files. A missing or malformed
@@ -32,6 +33,7 @@ from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
 from workbench._version import __version__
+from workbench.engine.lock import RunLock
 from workbench.config import WorkbenchError
 
 CONFIG, METRICS, RESULTS = "config.json", "metrics.jsonl", "results.json"
@@ -84,8 +86,14 @@ class RunDir:
     Use as a context manager: on an exception the temporary directory is removed and the target is untouched.
     """
 
-    def __init__(self, out: str | Path, overwrite: bool = False):
-        self.final = check_out_dir(out, overwrite)
+    def __init__(self, out: str | Path, overwrite: bool = False, wait: bool = False):
+        self.lock = RunLock(out, wait=wait)  # one process per run directory, from the check to the rename
+        self.lock.acquire()
+        try:
+            self.final = check_out_dir(out, overwrite)
+        except BaseException:
+            self.lock.release()
+            raise
         self.overwrite = overwrite
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}.partial-"))
@@ -111,16 +119,20 @@ class RunDir:
 
     def commit(self) -> Path:
         self._metrics.close()
-        if self.final.exists():
-            check_out_dir(self.final, self.overwrite)
-            shutil.rmtree(self.final) if self.final.is_dir() else self.final.unlink()
-        os.replace(self.path, self.final)
-        self.committed = True
+        try:
+            if self.final.exists():
+                check_out_dir(self.final, self.overwrite)
+                shutil.rmtree(self.final) if self.final.is_dir() else self.final.unlink()
+            os.replace(self.path, self.final)
+            self.committed = True
+        finally:
+            self.lock.release()
         return self.final
 
     def abort(self):
         self._metrics.close()
         shutil.rmtree(self.path, ignore_errors=True)
+        self.lock.release()
 
 
 # ----------------------------------------------------------------------------------------------- reading

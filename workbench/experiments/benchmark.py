@@ -42,6 +42,7 @@ from workbench.config import (
 from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.data import list_datasets, load_dataset
 from workbench.engine.runs import RESULTS, RunError, atomic_write, environment, read_json, write_json
+from workbench.engine.lock import RunLock
 from workbench.engine.splits import subsample
 from workbench.engine.stats import (
     check_families,
@@ -233,9 +234,14 @@ def plan(resolved: dict) -> list[tuple]:
 
 
 def run_benchmark(suite, out, resume: bool = False, backbone=None, progress: bool = True, command: str | None = None,
-                  ) -> dict:
-    """Run (or resume) the suite into ``out``; return the results dict (also written to ``results.json``)."""
+                  wait: bool = False) -> dict:
+    """Run (or resume) the suite into ``out``; return the results dict (also written to ``results.json``). One
+    process per directory: another process holding ``out`` is an error (or, ``wait``, waited for)."""
+    with RunLock(out, wait=wait):
+        return _run_benchmark(suite, out, resume, backbone, progress, command)
 
+
+def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: str | None) -> dict:
     resolved = load_suite(suite) if isinstance(suite, (str, Path)) else resolve_suite(suite)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

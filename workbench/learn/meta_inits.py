@@ -114,7 +114,8 @@ def trained_prompt(init: str, ctx: InitContext):
         if not (use_cache and (out / "results.json").is_file()):
             same = cfg.method != "maml" or ctx.backbone.attn == "eager"
             run_meta_training(cfg, backbone=ctx.backbone if same else None, resume=use_cache,
-                              overwrite=not use_cache, progress=ctx.extras.get("progress", True))
+                              overwrite=not use_cache, progress=ctx.extras.get("progress", True),
+                              wait=True)  # another process training the same cached init: wait, then reuse it
         _TRAINED[key] = load_prompt(out / "prompt")
     prompt, _ = _TRAINED[key]
     want = (ctx.length, ctx.backbone.hidden_size)

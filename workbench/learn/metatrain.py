@@ -45,6 +45,7 @@ from workbench.config import (
     to_dict,
 )
 from workbench.engine.backbones import load_backbone, set_threads
+from workbench.engine.lock import RunLock
 from workbench.engine.runs import (
     RunError,
     check_out_dir,
@@ -204,10 +205,18 @@ def _meta_update(cfg, P, opt, state, episodes, step):
 
 
 def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False, overwrite: bool = False,
-                      progress: bool = True, stop_after: int | None = None) -> dict:
+                      progress: bool = True, stop_after: int | None = None, wait: bool = False) -> dict:
     """Meta-train a prompt; return the results dict (also in ``<out>/results.json``). ``stop_after`` ends the run
-    after that many steps as if interrupted (the work directory stays, for ``resume``; used by tests)."""
+    after that many steps as if interrupted (the work directory stays, for ``resume``; used by tests). One process
+    per run: another process holding ``cfg.out`` is an error (or, ``wait``, waited for; a cached meta init that
+    another benchmark is training is waited for and then reused)."""
     _check(cfg)
+    with RunLock(cfg.out, wait=wait):
+        return _run_locked(cfg, backbone, resume, overwrite, progress, stop_after)
+
+
+def _run_locked(cfg: MetaTrainConfig, backbone, resume: bool, overwrite: bool, progress: bool,
+                stop_after: int | None) -> dict:
     config = to_dict(cfg)
     if resume and (Path(cfg.out) / "results.json").is_file():  # finished already: nothing to do
         return json.loads((Path(cfg.out) / "results.json").read_text(encoding="utf-8"))
