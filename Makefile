@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py
+
+# on a CUDA machine: throughput + MFU, batched meta-step, SVGD CUDA vs CPU, grid tuning, CUDA tests, smoke suite
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py --out runs/gpu-check-$$(date +%Y%m%d-%H%M%S)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -45,11 +45,12 @@ def step_config():
 def prompt(bb, length):
     import torch
     g = torch.Generator().manual_seed(0)
-    return torch.randn(length, bb.hidden_size, generator=g) * bb.embeddings.weight.std().item()
+    return (torch.randn(length, bb.hidden_size, generator=g) * bb.embeddings.weight.std().item()).to(bb.device)
 
 
 def timed(method, P, eps, cfg, repeats):
     """Fastest wall and CPU seconds of the batched and the loop path, alternating so both see the same load."""
+    import torch
     from workbench.learn.meta import meta_gradient
     best = {True: [float("inf"), float("inf")], False: [float("inf"), float("inf")]}
     grads = {}
@@ -57,6 +58,8 @@ def timed(method, P, eps, cfg, repeats):
         for batched in ((True, False) if r % 2 == 0 else (False, True)):
             t0, c0 = time.perf_counter(), time.process_time()
             _, grads[batched] = meta_gradient(method, P, eps, cfg, batched=batched)
+            if P.is_cuda:  # the step's kernels finish before the clock stops
+                torch.cuda.synchronize(P.device)
             best[batched] = [min(best[batched][0], time.perf_counter() - t0),
                              min(best[batched][1], time.process_time() - c0)]
     return best[True], best[False], grads[True], grads[False]
