@@ -22,6 +22,7 @@ shared by zero-shot and the linear probe across seeds and k; evaluation is batch
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -50,12 +51,13 @@ from workbench.engine.stats import (
     summarise,
 )
 from workbench.experiments import fewshot as harness
+from workbench.experiments.executors import Executor
 from workbench.experiments.fewshot import BASELINES, known_methods
 from workbench.experiments.leaderboard import leaderboard_markdown
 from workbench.learn.inits import INITS
 from workbench.learn.tuner import evaluate
 
-ROWS, SUITE = "rows.jsonl", "suite.json"
+ROWS, SUITE, FAILED = "rows.jsonl", "suite.json", "failed.jsonl"
 # per-init overrides may change how the init is built and tuned, not the backbone, data or head all methods share
 INIT_OPTION_FORBIDDEN = ("backbone.", "task.", "prompt.length", "prompt.position", "prompt.pool_prompt",
                          "tune.max_length", "datasets", "methods", "k", "seeds", "out", "overwrite")
@@ -218,14 +220,14 @@ def read_rows(path: Path) -> list[dict]:
 
 
 class _Log:
-    """What harness._prompt_tuning needs of a RunDir: ``.path`` (adapters go below it) and ``.log``."""
+    """What harness._prompt_tuning needs of a RunDir: ``.path`` (adapters go below it) and ``.log``, which hands each
+    record, stamped with the time and k, as one JSON line to ``emit``."""
 
-    def __init__(self, root: Path, k: int, metrics):
-        self.path, self.k, self._f = root / f"k{k}", k, metrics
+    def __init__(self, root: Path, k: int, emit):
+        self.path, self.k, self._emit = root / f"k{k}", k, emit
 
     def log(self, record: dict):
-        self._f.write(json.dumps({"time": round(time.time(), 3), "k": self.k, **record}, default=str) + "\n")
-        self._f.flush()
+        self._emit(json.dumps({"time": round(time.time(), 3), "k": self.k, **record}, default=str))
 
 
 def plan(resolved: dict) -> list[tuple]:
@@ -233,17 +235,67 @@ def plan(resolved: dict) -> list[tuple]:
     return [(ds, k, m, s) for ds, k in resolved["cells"] for s in resolved["seeds"] for m in resolved["methods"]]
 
 
+class RowCache:
+    """What the rows one process runs share: the last few cells (dataset, k) it prepared (format, head, k-shot
+    splits, test set) and each dataset's unprompted test pass (features and logits, shared by every k and seed)."""
+    CELLS = 4  # a Ray worker may get rows of a few cells in turn; the local executor runs one cell after the other
+
+    def __init__(self):
+        self.cells, self.zero_shot = {}, {}
+
+    def prepared(self, resolved: dict, ds_name: str, k: int, out: Path, backbone):
+        """The prepared cell ``(ds_name, k)`` and its config, prepared on first use."""
+        if (ds_name, k) not in self.cells:
+            cfg = _fewshot(resolved, ds_name, k, str(out))
+            prep = harness.prepare(cfg, backbone)[0]
+            test = subsample(prep.dataset.splits["test"], resolved["test_limit"])
+            for split in prep.splits.values():
+                split.test = test
+            if len(self.cells) >= self.CELLS:
+                del self.cells[next(iter(self.cells))]
+            self.cells[(ds_name, k)] = prep, cfg
+        return self.cells[(ds_name, k)]
+
+    def unprompted_test(self, ds_name: str, prep, cfg) -> dict:
+        if ds_name not in self.zero_shot:
+            test = next(iter(prep.splits.values())).test
+            self.zero_shot[ds_name] = evaluate(prep.head, test, None, cfg.tune.eval_batch_size,
+                                               cfg.tune.eval_precision, features=True)
+        return self.zero_shot[ds_name]
+
+
+def run_row(resolved: dict, key: tuple, out: Path, backbone, cache: RowCache, emit) -> dict:
+    """Run the row ``key = (dataset, k, method, seed)`` in this process and return it; its dev evaluations go to
+    ``emit`` (one JSON line each), its tuned prompt below ``out``. The same in every executor."""
+    ds_name, k, method, seed = key
+    prep, cfg = cache.prepared(resolved, ds_name, k, Path(out), backbone)
+    split, t_row, c_row = prep.splits[seed], time.perf_counter(), time.process_time()
+    base = {"dataset": prep.dataset.name, "k": k, "method": method, "seed": seed,
+            "n_train": len(split.train), "n_dev": len(split.dev), "n_test": len(split.test),
+            "n_test_full": len(prep.dataset.splits["test"])}
+    if method in harness.BASELINES:
+        row = harness._baseline(method, prep.head, split, cache.unprompted_test(ds_name, prep, cfg), cfg, seed)
+    else:
+        cfg_m = apply_overrides(cfg, _ov(resolved["init_options"].get(method, {})))
+        row = harness._prompt_tuning(method, prep, split, seed, cfg_m, backbone, _Log(Path(out), k, emit), False,
+                                     targets=[c[0] for c in resolved["cells"]])
+    return {**base, **row, "wall_s": round(time.perf_counter() - t_row, 3),
+            "cpu_s": round(time.process_time() - c_row, 3)}  # all threads: robust to a busy machine
+
+
 def run_benchmark(suite, out, resume: bool = False, backbone=None, progress: bool = True, command: str | None = None,
-                  wait: bool = False) -> dict:
+                  wait: bool = False, executor: Executor | None = None) -> dict:
     """Run (or resume) the suite into ``out``; return the results dict (also written to ``results.json``). One
-    process per directory: another process holding ``out`` is an error (or, ``wait``, waited for)."""
+    process per directory: another process holding ``out`` is an error (or, ``wait``, waited for). ``executor``:
+    where the rows run (default :class:`~workbench.experiments.executors.Executor` ``local``: here, in order)."""
+    executor = executor or Executor()
+    executor.check()
     with RunLock(out, wait=wait):
-        return _run_benchmark(suite, out, resume, backbone, progress, command)
+        return _run_benchmark(suite, out, resume, backbone, progress, command, executor)
 
 
-def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: str | None) -> dict:
-    resolved = load_suite(suite) if isinstance(suite, (str, Path)) else resolve_suite(suite)
-    out = Path(out)
+def _open_dir(out: Path, resolved: dict, resume: bool):
+    """Create the benchmark directory, or check that ``resume`` continues one started with the same suite."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not resume:
             raise RunError(f"benchmark directory {out} exists and is not empty; pass --resume to continue it or "
@@ -258,6 +310,13 @@ def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: 
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SUITE, resolved)
+
+
+def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: str | None,
+                   executor: Executor) -> dict:
+    resolved = load_suite(suite) if isinstance(suite, (str, Path)) else resolve_suite(suite)
+    out = Path(out)
+    _open_dir(out, resolved, resume)
     rows = read_rows(out / ROWS)
     done = {row_key(r) for r in rows}
     keys = plan(resolved)
@@ -265,44 +324,56 @@ def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: 
     set_threads()
     t0 = time.perf_counter()
     if todo:
-        backbone = backbone or load_backbone(from_dict(BackboneConfig, resolved["backbone"]))
         bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc=f"benchmark {resolved['name']}",
                    disable=not progress, unit="row", dynamic_ncols=True)
-        zs_cache: dict[str, dict] = {}  # dataset -> the unprompted test pass, shared by every k and seed
         with open(out / ROWS, "a", encoding="utf-8") as rows_f, open(out / "metrics.jsonl", "a") as met_f:
-            for ds_name, k in resolved["cells"]:
-                cell_todo = [key for key in todo if key[:2] == (ds_name, k)]
-                if not cell_todo:
-                    continue
-                cfg = _fewshot(resolved, ds_name, k, str(out))
-                prep = harness.prepare(cfg, backbone)[0]
-                test = subsample(prep.dataset.splits["test"], resolved["test_limit"])
-                for split in prep.splits.values():
-                    split.test = test
-                runlike = _Log(out, k, met_f)
-                for _, _, method, seed in cell_todo:
-                    bar.set_postfix_str(f"{ds_name} k={k} {method} s{seed}")
-                    split, t_row, c_row = prep.splits[seed], time.perf_counter(), time.process_time()
-                    base = {"dataset": prep.dataset.name, "k": k, "method": method, "seed": seed,
-                            "n_train": len(split.train), "n_dev": len(split.dev), "n_test": len(test),
-                            "n_test_full": len(prep.dataset.splits["test"])}
-                    if method in harness.BASELINES:
-                        if ds_name not in zs_cache:
-                            zs_cache[ds_name] = evaluate(prep.head, test, None, cfg.tune.eval_batch_size,
-                                                         cfg.tune.eval_precision, features=True)
-                        row = harness._baseline(method, prep.head, split, zs_cache[ds_name], cfg, seed)
-                    else:
-                        cfg_m = apply_overrides(cfg, _ov(resolved["init_options"].get(method, {})))
-                        row = harness._prompt_tuning(method, prep, split, seed, cfg_m, backbone, runlike, False,
-                                                     targets=[c[0] for c in resolved["cells"]])
-                    row = {**base, **row, "wall_s": round(time.perf_counter() - t_row, 3),
-                           "cpu_s": round(time.process_time() - c_row, 3)}  # all threads: robust to a busy machine
-                    rows_f.write(json.dumps(row, default=float) + "\n")
-                    rows_f.flush()
-                    rows.append(row)
-                    bar.update(1)
+            def emit(line: str):
+                met_f.write(line + "\n")
+                met_f.flush()
+
+            def on_row(row: dict, metric_lines=()):
+                for line in metric_lines:
+                    emit(line)
+                rows_f.write(json.dumps(row, default=float) + "\n")
+                rows_f.flush()
+                rows.append(row)
+                bar.update(1)
+
+            if executor.kind == "local":
+                backbone = backbone or load_backbone(from_dict(BackboneConfig, resolved["backbone"]))
+                cache = RowCache()
+                for key in todo:
+                    bar.set_postfix_str(f"{key[0]} k={key[1]} {key[2]} s{key[3]}")
+                    on_row(run_row(resolved, key, out, backbone, cache, emit))
+            else:
+                backbone = executor.run(RowJob(resolved, str(out)), todo, on_row, out / FAILED, bar)
         bar.close()
     return finalize(out, resolved, rows, backbone, time.perf_counter() - t0, command)
+
+
+class RowJob:
+    """The rows of one benchmark as a picklable job for remote workers: ``job(key)`` runs a row in the worker's
+    process (loading the backbone and preparing the cell on first use, then reusing them) and returns the row, its
+    metric lines and the backbone's description."""
+
+    def __init__(self, resolved: dict, out: str):
+        self.resolved, self.out = resolved, out
+        self.token = hashlib.sha256(json.dumps([resolved, out], sort_keys=True).encode()).hexdigest()[:16]
+        self._backbone, self._cache = None, RowCache()
+
+    def __getstate__(self):
+        return {"resolved": self.resolved, "out": self.out, "token": self.token}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _backbone=None, _cache=RowCache())
+
+    def __call__(self, key: tuple) -> dict:
+        if self._backbone is None:
+            self._backbone = load_backbone(from_dict(BackboneConfig, self.resolved["backbone"]))
+            self._described = self._backbone.describe()  # hashes the weights: once per worker
+        lines: list[str] = []
+        row = run_row(self.resolved, tuple(key), Path(self.out), self._backbone, self._cache, lines.append)
+        return {"row": row, "metrics": lines, "device": str(self._backbone.device), "backbone": self._described}
 
 
 def finalize(out: Path, resolved: dict, rows: list[dict], backbone, session_s: float, command=None) -> dict:

@@ -23,10 +23,17 @@ from workbench.learn.inits import InitContext
 from workbench.learn.metatrain import run_meta_training
 
 _TRAINED: dict[str, tuple] = {}
+META_INITS = ("metapt", "mpt-maml", "mpt-fomaml", "mpt-reptile", "multitask", "supmer", "supmer+psi")
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench").expanduser() / "meta"
+
+
+def training_of(init: str) -> str | None:
+    """The meta-training a meta init's prompt comes from, as its cache directory names it (``supmer+psi`` shares
+    ``supmer``'s); None for an init that has none."""
+    return init.replace("+psi", "") if init in META_INITS else None
 
 
 def method_and_source(init: str, fs: FewShotConfig) -> tuple[str, str]:
@@ -107,7 +114,7 @@ def trained_prompt(init: str, ctx: InitContext):
     provenance, run directory)."""
     cfg = meta_config_for(init, ctx)
     key = cache_key(cfg, ctx.backbone)
-    out = cache_root() / f"{init.replace('+psi', '')}-{key}"
+    out = cache_root() / f"{training_of(init)}-{key}"
     cfg.out = str(out)
     use_cache = cfg.meta.cache
     if key not in _TRAINED or not use_cache:
