@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from test_benchmark import data_dir, stable, suite_dict, write_suite  # noqa: F401 (data_dir: a fixture)
 
 from workbench.cli.main import main
@@ -128,8 +129,15 @@ def test_each_meta_training_runs_once_before_the_rows_that_need_it():
 
 def test_two_ray_workers_give_the_rows_of_the_local_executor(tiny, data_dir, faults, tmp_path):  # noqa: F811
     suite = write_suite(tmp_path / "suite.json", suite_dict(tiny))
-    local = benchmark.run_benchmark(suite, tmp_path / "local", progress=False)
-    remote = benchmark.run_benchmark(suite, tmp_path / "ray", progress=False, executor=Executor("ray"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker (--cpus-per-run 1): sums over other thread splits could differ
+    try:
+        local = benchmark.run_benchmark(suite, tmp_path / "local", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert main(["benchmark", "--suite", str(suite), "--out", str(tmp_path / "ray"), "--quiet", "--executor", "ray",
+                 "--cpus-per-run", "1"]) == 0  # the session the fixture opened is used as it is
+    remote = json.loads((tmp_path / "ray" / "results.json").read_text())
     assert stable(remote["rows"]) == stable(local["rows"])  # test accuracy (and every other figure) to the last digit
     assert len((tmp_path / "ray" / "rows.jsonl").read_text().splitlines()) == 16
     assert metric_lines(tmp_path / "ray") == metric_lines(tmp_path / "local")

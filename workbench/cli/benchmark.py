@@ -70,7 +70,8 @@ def run_cli(args) -> int:
                             executor=executor)
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished rows are kept in {out}/{ROWS}; continue with "
-              f"workbench benchmark --suite {args.suite} --out {out} --resume", file=sys.stderr)
+              f"workbench benchmark --suite {args.suite} --out {out} --resume" +
+              (f" --executor {args.executor}" if args.executor != "local" else ""), file=sys.stderr)
         return 130
     print((Path(res["out"]) / "leaderboard.md").read_text(encoding="utf-8"))
     print(f"benchmark directory: {res['out']}")
