@@ -1,5 +1,9 @@
-"""``workbench meta-train``: meta-train a soft prompt (MetaPT pseudo-tasks, MPT sources, SUPMER's tasks)."""
+"""``workbench meta-train``: meta-train a soft prompt (MetaPT pseudo-tasks, MPT sources, SUPMER's tasks).
+
+Data-parallel over N processes: ``torchrun --nproc-per-node N -m workbench meta-train ...`` (rank 0 reports)."""
 from __future__ import annotations
+
+import os
 
 from workbench.cli.common import add_config_options, add_run_options, config_from_args
 from workbench.config import ConfigError, MetaTrainConfig
@@ -29,6 +33,8 @@ def run_cli(args) -> int:
         cfg.source_options[k] = v
     res = run_meta_training(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
                             wait=args.wait)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return 0
     v = res["final_val"]
     print(f"meta-validation after {res['steps']} steps: query acc {100 * v['acc_pre']:.1f}% before / "
           f"{100 * v['acc_post']:.1f}% after inner adaptation (loss {v['loss_pre']:.3f} / {v['loss_post']:.3f})")
@@ -37,5 +43,7 @@ def run_cli(args) -> int:
         print(f"prompt written: step {res['selected_step']} (meta.select={res['select']}); {b['steps_run']} of "
               f"{b['steps']} meta-steps run{' (stopped early)' if res['stopped_early'] else ''}, {b['task_visits']} "
               f"task visits, {b['inner_steps']} inner {b['inner_optimizer']} steps")
-    print(f"run directory: {res.get('out', cfg.out)}  ({res['wall_s']:.0f} s)")
+    world = res.get("data_parallel", {}).get("world_size", 1)
+    print(f"run directory: {res.get('out', cfg.out)}  ({res['wall_s']:.0f} s"
+          + (f", {world} data-parallel processes)" if world > 1 else ")"))
     return 0

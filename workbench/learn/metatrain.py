@@ -31,6 +31,7 @@ import os
 import shutil
 import time
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ from workbench.config import (
     BackboneConfig,
     ConfigError,
     MetaTrainConfig,
+    WorkbenchError,
     from_dict,
     to_dict,
 )
@@ -58,6 +60,7 @@ from workbench.learn.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from workbench.learn.data_parallel import Shards, from_env
 from workbench.learn.inits import InitContext, make_prompt
 from workbench.learn.meta import (
     LEARNERS,
@@ -186,11 +189,16 @@ def selection_report(cfg: MetaTrainConfig, sel: dict, steps_run: int) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------- the loop
-def _meta_update(cfg, P, opt, state, episodes, step):
-    """One outer step on P from the meta-batch ``episodes``; returns the train record of metrics.jsonl."""
+def _meta_update(cfg, P, opt, state, episodes, step, shards: Shards):
+    """One outer step on P from the meta-batch ``episodes`` (this process scores its shard of them; loss, gradient
+    and logs are averaged over every process's tasks); returns the train record of metrics.jsonl."""
     for g in opt.param_groups:
         g["lr"] = _lr(cfg, step)
-    loss, grad, logs = meta_step(cfg.method, P, episodes, cfg, cfg.meta.batched, state)
+    mine = shards.split(episodes)
+    loss, grad, logs = meta_step(cfg.method, P, mine, cfg, cfg.meta.batched, state)
+    n, total = len(mine), len(episodes)
+    loss, grad = shards.mean(torch.as_tensor(loss, device=P.device), n, total), shards.mean(grad, n, total)
+    logs = shards.mean_dict(logs, n, total, P.device)
     if not (torch.isfinite(torch.as_tensor(loss)).all() and torch.isfinite(grad).all()):
         raise TuningError(f"meta-step {step + 1} of {cfg.method!r}: the loss or meta-gradient is not finite "
                           f"(loss {float(loss)}); lower meta.lr / meta.inner_lr, or check the tasks {[e.name for e in episodes]}")
@@ -205,22 +213,63 @@ def _meta_update(cfg, P, opt, state, episodes, step):
 
 
 def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False, overwrite: bool = False,
-                      progress: bool = True, stop_after: int | None = None, wait: bool = False) -> dict:
+                      progress: bool = True, stop_after: int | None = None, wait: bool = False,
+                      shards: Shards | None = None) -> dict:
     """Meta-train a prompt; return the results dict (also in ``<out>/results.json``). ``stop_after`` ends the run
     after that many steps as if interrupted (the work directory stays, for ``resume``; used by tests). One process
     per run: another process holding ``cfg.out`` is an error (or, ``wait``, waited for; a cached meta init that
-    another benchmark is training is waited for and then reused)."""
+    another benchmark is training is waited for and then reused). Under torchrun (``shards``, default from the
+    environment) every process trains on its shard of each meta-batch; rank 0 locks, writes and reports, and the
+    others read the checkpoint it resumes from (a shared file system)."""
     _check(cfg)
-    with RunLock(cfg.out, wait=wait):
-        return _run_locked(cfg, backbone, resume, overwrite, progress, stop_after)
+    shards = shards or from_env()
+    shards.check_batch(cfg.meta.meta_batch, cfg.meta.val_tasks)
+    if shards.active and LEARNERS[cfg.method].init_state:
+        raise ConfigError(f"meta-learner {cfg.method!r} keeps state coupling the tasks of a meta-batch (SUPMER's ψ "
+                          "and curriculum): it is not data-parallel yet; run it in one process")
+    with ExitStack() as stack:
+        def prepare():
+            stack.enter_context(RunLock(cfg.out, wait=wait))
+            return _prepare(cfg, resume, overwrite)
+
+        setup = _on_leader(shards, prepare)
+        if "results" in setup:
+            return setup["results"]
+        return _train(cfg, backbone, setup, progress and shards.leader, stop_after, shards)
 
 
-def _run_locked(cfg: MetaTrainConfig, backbone, resume: bool, overwrite: bool, progress: bool,
-                stop_after: int | None) -> dict:
-    config = to_dict(cfg)
+def _on_leader(shards: Shards, fn) -> dict:
+    """``fn()`` on rank 0, its result on every rank; a refusal on rank 0 (a run or configuration error) is raised on
+    every rank, so no process waits for a run that will not start."""
+    if not shards.active:
+        return fn()
+    payload = None
+    try:
+        if shards.leader:
+            payload = {"ok": fn()}
+    except WorkbenchError as e:
+        payload = {"error": f"{type(e).__name__}: {e}"}
+        shards.broadcast(payload)
+        raise
+    payload = shards.broadcast(payload)
+    if "error" in payload:
+        raise RunError(f"rank 0 refused the run: {payload['error']}")
+    return payload["ok"]
+
+
+def _prepare(cfg: MetaTrainConfig, resume: bool, overwrite: bool) -> dict:
+    """Rank 0's checks of the run directory: {"results"} of a finished run being resumed, or {"out", "work",
+    "ckpt"} (the checkpoint to resume from, or None)."""
     if resume and (Path(cfg.out) / "results.json").is_file():  # finished already: nothing to do
-        return json.loads((Path(cfg.out) / "results.json").read_text(encoding="utf-8"))
-    out, work, ckpt = _open_work(cfg, config, resume, overwrite)
+        return {"results": json.loads((Path(cfg.out) / "results.json").read_text(encoding="utf-8"))}
+    out, work, ckpt = _open_work(cfg, to_dict(cfg), resume, overwrite)
+    return {"out": str(out), "work": str(work), "ckpt": str(ckpt) if ckpt else None}
+
+
+def _train(cfg: MetaTrainConfig, backbone, setup: dict, progress: bool, stop_after: int | None,
+           shards: Shards) -> dict:
+    config = to_dict(cfg)
+    out, work, ckpt = Path(setup["out"]), Path(setup["work"]), Path(setup["ckpt"]) if setup["ckpt"] else None
     if cfg.source == "labelled":  # refuse leakage / empty configurations before loading anything
         resolve_sources(cfg.target, cfg.labelled.sources, cfg.labelled.datasets)
     set_threads()
@@ -240,20 +289,24 @@ def _run_locked(cfg: MetaTrainConfig, backbone, resume: bool, overwrite: bool, p
     val = source.sample(np.random.default_rng([cfg.meta.seed, 1]), cfg.meta.val_tasks,
                         **({"split": "val"} if has_split else {}))
     rng = np.random.default_rng([cfg.meta.seed, 0])
-    work.mkdir(parents=True, exist_ok=True)
-    write_json(work / "config.json", config)
     sel = new_selection()
     start = load_checkpoint(ckpt, P, opt, rng, state, sel) if ckpt else 0
     metrics = work / "metrics.jsonl"
-    _trim_metrics(metrics, start, start == cfg.meta.steps or sel["stopped"])
+    if shards.leader:
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(work / "config.json", config)
+        _trim_metrics(metrics, start, start == cfg.meta.steps or sel["stopped"])
 
     def log(rec):
-        with open(metrics, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
+        if shards.leader:
+            with open(metrics, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
 
     def validate(step):
-        r = evaluate_episodes(P, val, cfg.meta.inner_lr, inner_steps_for(cfg.method, cfg), cfg.meta.batched,
+        mine = shards.split(val)
+        r = evaluate_episodes(P, mine, cfg.meta.inner_lr, inner_steps_for(cfg.method, cfg), cfg.meta.batched,
                               chunk=max(cfg.meta.meta_batch, 1), inner_optimizer=inner_optimizer_of(cfg))
+        r = shards.mean_dict(r, len(mine), len(val), P.device)
         log({"event": "val", "step": step, **r})
         return r
 
@@ -267,7 +320,7 @@ def _run_locked(cfg: MetaTrainConfig, backbone, resume: bool, overwrite: bool, p
         if stop_after is not None and step - start >= stop_after:
             bar.close()
             return {"interrupted_at": step, "work": str(work)}
-        rec = _meta_update(cfg, P, opt, state, source.sample(rng, cfg.meta.meta_batch), step)
+        rec = _meta_update(cfg, P, opt, state, source.sample(rng, cfg.meta.meta_batch), step, shards)
         step += 1
         log(rec)
         bar.update(1)
@@ -275,18 +328,20 @@ def _run_locked(cfg: MetaTrainConfig, backbone, resume: bool, overwrite: bool, p
         if step % cfg.meta.eval_interval == 0 or step == cfg.meta.steps:
             last_val = validate(step)
             update_selection(sel, step, last_val, P, cfg.meta.patience, state)
-        if step % cfg.meta.checkpoint_interval == 0 or step == cfg.meta.steps or sel["stopped"]:
+        if shards.leader and (step % cfg.meta.checkpoint_interval == 0 or step == cfg.meta.steps or sel["stopped"]):
             save_checkpoint(work, step, P, opt, rng, state, sel)
     bar.close()
     if last_val is None:
         last_val = validate(step)
     report = selection_report(cfg, sel, step)
-    if report["warning"]:
-        warnings.warn(f"{cfg.out}: {report['warning']}", stacklevel=2)
+    if report["warning"] and shards.leader:
+        warnings.warn(f"{cfg.out}: {report['warning']}", stacklevel=3)
     results = {"method": cfg.method, "source": source.describe(), "steps": step, "final_val": last_val, **report,
                "learner": learner.description, "init_provenance": prov, "wall_s": round(time.perf_counter() - t0, 2),
                "resumed_from": ckpt.name if ckpt else None, "backbone": backbone.describe(),
-               "environment": environment(backbone.device), "config": config}
+               "environment": environment(backbone.device), "data_parallel": shards.describe(), "config": config}
+    if not shards.leader:
+        return {**results, "out": str(out)}
     chosen = sel["best_P"].to(P.device) if cfg.meta.select == "best" else P.detach()
     save_prompt(work / "prompt", chosen, backbone, {"method": cfg.method, "source": cfg.source, "target": cfg.target,
                                                     "steps": step, "selected_step": report["selected_step"],
