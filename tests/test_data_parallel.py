@@ -1,7 +1,7 @@
 """Data-parallel meta-training under torchrun (2 CPU processes, gloo): the same prompt and curves as one process (an
-uneven split of the meta-batch, first- and second-order), one writer per run directory, a checkpoint resumed under
-another world size, and refusals that reach every process (meta-batch smaller than the world, rank 0's run-directory
-errors, SUPMER's coupled state)."""
+uneven split of the meta-batch; FOMAML, second-order MAML, and SUPMER, whose ψ and curriculum couple the tasks), one
+writer per run directory, a checkpoint resumed under another world size, and refusals that reach every process (a
+meta-batch smaller than the world, rank 0's run-directory errors)."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from safetensors.torch import load_file
+from test_supmer import _meta_cfg as supmer_config
+from test_supmer_corpus import write_corpus
 from test_tasks import labelled_data  # noqa: F401  (fixture re-export)
 from workbench.config import ConfigError, LabelledConfig, MetaConfig, MetaTrainConfig, PromptConfig, to_dict
 from workbench.engine.backbones import load_backbone
@@ -107,10 +110,33 @@ def test_a_meta_batch_smaller_than_the_world_is_refused_by_every_process(labelle
     assert not any(p.name.startswith("small") and p.is_dir() for p in tmp_path.iterdir())
 
 
-def test_stateful_learners_and_small_batches_are_refused_before_anything_is_written(tiny, tmp_path):
+def test_supmer_psi_and_curriculum_on_two_processes_match_one(tiny, tmp_path):
+    """SUPMER couples the tasks of a meta-batch (ψ's gradient, the curriculum's alignment, one mixup ratio per task):
+    sharded, its prompt, ψ and curriculum are still those of one process."""
+    corpus = write_corpus(tmp_path / "c.jsonl")
+
+    def cfg(out):
+        c = supmer_config(tmp_path, corpus, tiny["bert"], out, steps=4)
+        c.meta.meta_batch, c.meta.eval_every, c.meta.select, c.backbone.device = 3, 2, "last", "cpu"
+        return c
+
+    run_meta_training(cfg("one"), progress=False)
+    proc = torchrun(cfg("two"), tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.allclose(load_prompt(tmp_path / "one" / "prompt")[0], load_prompt(tmp_path / "two" / "prompt")[0],
+                          atol=1e-5)
+    psi1, psi2 = (load_file(str(tmp_path / run / "psi" / "psi.safetensors")) for run in ("one", "two"))
+    assert psi1.keys() == psi2.keys() and all(torch.allclose(psi1[k], psi2[k], atol=1e-5) for k in psi1)
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["selected_step"] == 4  # the trained prompt
+    logs = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+                  if '"train"' in line] for run in ("one", "two")}
+    for key in ("loss", "curriculum_s", "lambda", "alignment", "gate_loss", "psi_grad_norm"):
+        assert [r[key] for r in logs["two"]] == pytest.approx([r[key] for r in logs["one"]], abs=1e-5), key
+    assert 0 < logs["two"][-1]["lambda"] < 1 and all(r["grad_norm"] > 0 for r in logs["two"])  # mixup on, P moved
+
+
+def test_small_batches_are_refused_before_anything_is_written(tiny, tmp_path):
     two = Shards(rank=0, world=2, backend="gloo")  # refused before any collective: no process group needed
-    with pytest.raises(ConfigError, match="not data-parallel yet"):
-        run_meta_training(config(tiny, tmp_path / "s", method="supmer"), shards=two)
     with pytest.raises(ConfigError, match=r"meta.meta_batch \(1\)"):
         run_meta_training(config(tiny, tmp_path / "b", meta_batch=1), shards=two)
     with pytest.raises(ConfigError, match=r"meta.val_tasks \(1\)"):

@@ -1,5 +1,6 @@
-"""The Ray executor of ``workbench benchmark`` (tiny model, toy data, a local Ray cluster of 2 CPUs): the rows of the
-local executor, a worker killed in the middle of a row, a row that fails twice, Ray missing, an unreachable cluster.
+"""The Ray executor of ``workbench benchmark`` and ``workbench fewshot`` (tiny model, toy data, a local Ray cluster of
+2 CPUs): the rows of the local executor, a worker killed in the middle of a row, a row that fails twice, Ray missing,
+an unreachable cluster.
 
 Ray workers run the rows in other processes: what a test injects there goes through a worker setup hook
 (:func:`arm_faults`, which reads the row to break from a file), since a monkeypatch in this process does not reach
@@ -17,9 +18,9 @@ import torch
 from test_benchmark import data_dir, stable, suite_dict, write_suite  # noqa: F401 (data_dir: a fixture)
 
 from workbench.cli.main import main
-from workbench.config import ConfigError
+from workbench.config import ConfigError, FewShotConfig, PromptConfig, TuneConfig
 from workbench.engine.runs import RunError
-from workbench.experiments import benchmark
+from workbench.experiments import benchmark, fewshot
 from workbench.experiments.executors import Executor, ray_session, schedule
 
 ray = pytest.importorskip("ray")
@@ -31,20 +32,22 @@ FAULTS = "WORKBENCH_TEST_FAULTS"  # a folder: fault.json names the row to break 
 def arm_faults():
     """Ray worker setup: the row named in ``$WORKBENCH_TEST_FAULTS/fault.json`` kills its worker process the first
     time it runs (``"kill-once"``) or raises every time (``"raise"``)."""
-    real = benchmark.run_row
+    def armed(real, key_at):
+        def run(*args, **kwargs):
+            key = args[key_at]
+            folder = Path(os.environ[FAULTS])
+            fault = json.loads((folder / "fault.json").read_text()) if (folder / "fault.json").exists() else {}
+            if list(key) == fault.get("row"):
+                if fault["mode"] == "raise":
+                    raise RuntimeError(f"injected failure in row {key}")
+                if not (folder / "killed").exists():
+                    (folder / "killed").write_text(str(os.getpid()))
+                    os.kill(os.getpid(), signal.SIGKILL)  # the worker dies in the middle of the row
+            return real(*args, **kwargs)
+        return run
 
-    def run_row(resolved, key, *args, **kwargs):
-        folder = Path(os.environ[FAULTS])
-        fault = json.loads((folder / "fault.json").read_text()) if (folder / "fault.json").exists() else {}
-        if list(key) == fault.get("row"):
-            if fault["mode"] == "raise":
-                raise RuntimeError(f"injected failure in row {key}")
-            if not (folder / "killed").exists():
-                (folder / "killed").write_text(str(os.getpid()))
-                os.kill(os.getpid(), signal.SIGKILL)  # the worker dies in the middle of the row
-        return real(resolved, key, *args, **kwargs)
-
-    benchmark.run_row = run_row
+    benchmark.run_row = armed(benchmark.run_row, 1)  # run_row(resolved, key, ...)
+    fewshot.fewshot_row = armed(fewshot.fewshot_row, 2)  # fewshot_row(cfg, prep, key, ...)
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +175,48 @@ def test_a_row_failing_twice_is_recorded_and_the_grid_goes_on(tiny, data_dir, fa
     assert len(benchmark.read_rows(out / "rows.jsonl")) == 7 and not (out / "results.json").exists()
     res = benchmark.run_benchmark(suite, out, resume=True, progress=False, executor=Executor("ray"))
     assert len(res["rows"]) == len(benchmark.read_rows(out / "rows.jsonl")) == 8
+
+
+def fewshot_config(tiny, out, methods=("zero-shot", "linear-probe", "random", "vocab")) -> FewShotConfig:
+    cfg = FewShotConfig(datasets=["toy"], methods=list(methods), k=4, seeds=[13, 21], out=str(out),
+                        prompt=PromptConfig(length=4), tune=TuneConfig(steps=4, eval_every=2, max_length=32, lr=0.05))
+    cfg.backbone.name = tiny["bert-mlm"]
+    return cfg
+
+
+def eval_records(out: Path) -> list[str]:
+    return sorted(json.dumps({**json.loads(x), "time": None, "wall_s": None}, sort_keys=True)
+                  for x in (out / "metrics.jsonl").read_text().splitlines())
+
+
+def test_fewshot_on_two_ray_workers_gives_the_rows_of_the_local_run(tiny, data_dir, faults, tmp_path):  # noqa: F811
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker (--cpus-per-run 1)
+    try:
+        local = fewshot.run_fewshot(fewshot_config(tiny, tmp_path / "local"), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert main(["fewshot", "--config", str(tmp_path / "local" / "config.json"), "--out", str(tmp_path / "ray"),
+                 "--quiet", "--executor", "ray"]) == 0  # the session the fixture opened is used as it is
+    remote = json.loads((tmp_path / "ray" / "results.json").read_text())
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+    assert drop(remote["rows"]) == drop(local["rows"])  # same rows, same order, test accuracy to the last digit
+    assert remote["summary"] == local["summary"] and remote["backbone"] == local["backbone"]
+    assert remote["executor"]["kind"] == "ray" and local["executor"] == {"kind": "local"} and remote["failed"] == []
+    assert eval_records(tmp_path / "ray") == eval_records(tmp_path / "local")
+    assert (tmp_path / "ray" / "adapters" / "toy" / "vocab" / "seed21" / "adapter_model.safetensors").is_file()
+
+
+def test_fewshot_keeps_the_finished_rows_and_fails_naming_a_row_that_failed_twice(tiny, data_dir, faults,  # noqa: F811
+                                                                                   tmp_path):
+    (faults / "fault.json").write_text(json.dumps({"row": ["toy", 4, "random", 13], "mode": "raise"}))
+    try:
+        with pytest.raises(RunError, match=r"1 of 4 rows failed twice.*failed\.jsonl.*injected failure.*run them"):
+            fewshot.run_fewshot(fewshot_config(tiny, tmp_path / "f", ["zero-shot", "random"]), progress=False,
+                                executor=Executor("ray"))
+    finally:
+        (faults / "fault.json").unlink()
+    res = json.loads((tmp_path / "f" / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in res["rows"]] == [("zero-shot", 13), ("zero-shot", 21), ("random", 21)]
+    assert res["failed"] == [["toy", 4, "random", 13]]
+    assert "injected failure" in json.loads((tmp_path / "f" / "failed.jsonl").read_text())["error"]

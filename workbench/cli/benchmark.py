@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+from workbench.cli.common import add_executor_options, executor_from_args
 from workbench.config import ConfigError
 from workbench.experiments.benchmark import ROWS, load_suite, run_benchmark
-from workbench.experiments.executors import EXECUTORS, RAY_EXTRA, Executor
 
 
 def add_cli(sub):
@@ -23,15 +23,7 @@ def add_cli(sub):
     p.add_argument("--wait", action="store_true",
                    help="if another process is writing --out, wait for it instead of stopping with an error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help=f"where the rows run: local (this process, in order) or ray (Ray workers; {RAY_EXTRA})")
-    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                   help="ray: auto joins the cluster started with `ray start`, HOST:PORT a given one; "
-                        "default: start one on this machine")
-    p.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N",
-                   help="ray: CPUs (and torch threads) per row (default 1)")
-    p.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N",
-                   help="ray: GPUs per row, fractional to share a GPU (default 0)")
+    add_executor_options(p)
     return p
 
 
@@ -61,7 +53,7 @@ def run_cli(args) -> int:
     suite = suite_with_overrides(args.suite, args.overrides)
     name = load_suite(args.suite)["name"]
     out = args.out or f"runs/bench-{name}"
-    executor = Executor(args.executor, args.ray_address, args.cpus_per_run, args.gpus_per_run)
+    executor = executor_from_args(args)
     cmd = ("workbench benchmark --suite " + args.suite + "".join(f" --set {o}" for o in args.overrides) +
            (f" --out {args.out}" if args.out else "") + (" --resume" if args.resume else "") +
            (f" --executor {args.executor}" if args.executor != "local" else ""))

@@ -10,6 +10,7 @@ import types
 import typing
 
 from workbench.config import ConfigError, apply_overrides, from_dict, to_dict
+from workbench.experiments.executors import EXECUTORS, RAY_EXTRA, Executor
 
 
 def csv(s: str) -> list[str]:
@@ -72,6 +73,23 @@ def add_run_options(p: argparse.ArgumentParser, resume: bool = False) -> None:
         p.add_argument("--wait", action="store_true",
                        help="if another process is writing --out, wait for it instead of stopping with an error")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """Where the rows of a grid run: ``--executor local|ray`` and Ray's address and resources per row."""
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help=f"where the rows run: local (this process, in order) or ray (Ray workers; {RAY_EXTRA})")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="ray: auto joins the cluster started with `ray start`, HOST:PORT a given one; "
+                        "default: start one on this machine")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, metavar="N",
+                   help="ray: CPUs (and torch threads) per row (default 1)")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, metavar="N",
+                   help="ray: GPUs per row, fractional to share a GPU (default 0)")
+
+
+def executor_from_args(args) -> Executor:
+    return Executor(args.executor, args.ray_address, args.cpus_per_run, args.gpus_per_run)
 
 
 def config_from_args(cls, args):

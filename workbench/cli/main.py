@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from workbench.cli import bayes, benchmark, cluster, domain_gen, explore, metatrain, similarity
-from workbench.cli.common import add_config_options, add_run_options, config_from_args
+from workbench.cli.common import add_config_options, add_executor_options, add_run_options, config_from_args, \
+    executor_from_args
 from workbench.config import FewShotConfig, WorkbenchError
 from workbench.engine.data import data_search_path, list_datasets
 from workbench.experiments.fewshot import BASELINES, format_summary, run_fewshot
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Tune soft prompts on k-shot splits, select on dev, report test (mean ± std).")
     add_config_options(f, FewShotConfig, FEWSHOT_FLAGS)
     add_run_options(f)
+    add_executor_options(f)
     f.set_defaults(_run=run_fewshot_cli)
     for add, run in COMMANDS:
         add(sub).set_defaults(_run=run)
@@ -60,7 +62,7 @@ def fewshot_config(args) -> FewShotConfig:
 
 
 def run_fewshot_cli(args) -> int:
-    res = run_fewshot(fewshot_config(args), progress=not args.quiet)
+    res = run_fewshot(fewshot_config(args), progress=not args.quiet, executor=executor_from_args(args))
     print(format_summary(res["summary"]))
     print(f"\nrun directory: {res['out']}  ({res['wall_s']:.0f} s)")
     return 0

@@ -22,7 +22,6 @@ shared by zero-shot and the linear probe across seeds and k; evaluation is batch
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -51,13 +50,13 @@ from workbench.engine.stats import (
     summarise,
 )
 from workbench.experiments import fewshot as harness
-from workbench.experiments.executors import Executor
+from workbench.experiments.executors import FAILED, Executor, WorkerJob, failures, job_token
 from workbench.experiments.fewshot import BASELINES, known_methods
 from workbench.experiments.leaderboard import leaderboard_markdown
 from workbench.learn.inits import INITS
 from workbench.learn.tuner import evaluate
 
-ROWS, SUITE, FAILED = "rows.jsonl", "suite.json", "failed.jsonl"
+ROWS, SUITE = "rows.jsonl", "suite.json"
 # per-init overrides may change how the init is built and tuned, not the backbone, data or head all methods share
 INIT_OPTION_FORBIDDEN = ("backbone.", "task.", "prompt.length", "prompt.position", "prompt.pool_prompt",
                          "tune.max_length", "datasets", "methods", "k", "seeds", "out", "overwrite")
@@ -346,34 +345,28 @@ def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: 
                     bar.set_postfix_str(f"{key[0]} k={key[1]} {key[2]} s{key[3]}")
                     on_row(run_row(resolved, key, out, backbone, cache, emit))
             else:
-                backbone = executor.run(RowJob(resolved, str(out)), todo, on_row, out / FAILED, bar)
+                backbone, failed = executor.run(RowJob(resolved, str(out)), todo, on_row, out / FAILED, bar)
+                if failed:
+                    raise failures(failed, len(todo), out / FAILED, "resume the benchmark to retry them")
         bar.close()
     return finalize(out, resolved, rows, backbone, time.perf_counter() - t0, command)
 
 
-class RowJob:
+class RowJob(WorkerJob):
     """The rows of one benchmark as a picklable job for remote workers: ``job(key)`` runs a row in the worker's
-    process (loading the backbone and preparing the cell on first use, then reusing them) and returns the row, its
-    metric lines and the backbone's description."""
+    process (preparing the cell on first use, then reusing it) and returns the row and its metric lines."""
 
     def __init__(self, resolved: dict, out: str):
         self.resolved, self.out = resolved, out
-        self.token = hashlib.sha256(json.dumps([resolved, out], sort_keys=True).encode()).hexdigest()[:16]
-        self._backbone, self._cache = None, RowCache()
+        super().__init__(resolved["backbone"], job_token(resolved, out))
 
-    def __getstate__(self):
-        return {"resolved": self.resolved, "out": self.out, "token": self.token}
+    def _reset(self):
+        super()._reset()
+        self._cache = RowCache()
 
-    def __setstate__(self, state):
-        self.__dict__.update(state, _backbone=None, _cache=RowCache())
-
-    def __call__(self, key: tuple) -> dict:
-        if self._backbone is None:
-            self._backbone = load_backbone(from_dict(BackboneConfig, self.resolved["backbone"]))
-            self._described = self._backbone.describe()  # hashes the weights: once per worker
+    def run_key(self, key: tuple, backbone) -> tuple[dict, list]:
         lines: list[str] = []
-        row = run_row(self.resolved, tuple(key), Path(self.out), self._backbone, self._cache, lines.append)
-        return {"row": row, "metrics": lines, "device": str(self._backbone.device), "backbone": self._described}
+        return run_row(self.resolved, key, Path(self.out), backbone, self._cache, lines.append), lines
 
 
 def finalize(out: Path, resolved: dict, rows: list[dict], backbone, session_s: float, command=None) -> dict:

@@ -19,6 +19,7 @@ write the tuned prompts below it) must be on a path every machine shares; the dr
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -29,13 +30,15 @@ from pathlib import Path
 
 import torch
 
-from workbench.config import ConfigError
+from workbench.config import BackboneConfig, ConfigError, from_dict
+from workbench.engine.backbones import load_backbone
 from workbench.engine.runs import RunError
 from workbench.learn.meta_inits import training_of
 
 EXECUTORS = ("local", "ray")
 RAY_EXTRA = "pip install 'workbench[ray]'"
 SHARED_ENV = ("WORKBENCH_DATA", "WORKBENCH_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+FAILED = "failed.jsonl"  # rows that failed twice, with their errors
 RETRIES = 1  # a row is tried at most twice
 _JOBS: dict = {}  # in a Ray worker: job token -> the job, whose backbone and prepared cell the next rows reuse
 
@@ -62,6 +65,10 @@ class Executor:
         if self.address in ("", "none", "local"):
             self.address = None
 
+    def describe(self) -> dict:
+        return {"kind": self.kind, **({"address": self.address, "cpus_per_run": self.cpus_per_run,
+                                       "gpus_per_run": self.gpus_per_run} if self.kind == "ray" else {})}
+
     def check(self):
         """Refuse now, before anything is written, a missing Ray or a cluster address nothing listens on."""
         if self.kind == "ray":
@@ -69,13 +76,54 @@ class Executor:
             if self.address not in (None, "auto"):
                 check_reachable(self.address)
 
-    def run(self, job, todo: list[tuple], on_row, failed_path: Path, bar):
-        """Run the rows ``todo`` of ``job`` on Ray; ``on_row(row, metric_lines)`` for each finished row, in
-        completion order. Returns what the results need of the backbone the workers loaded (None if no row
-        finished). Raises RunError naming the rows that failed twice (recorded in ``failed_path``)."""
+    def run(self, job, todo: list[tuple], on_row, failed_path: Path, bar) -> tuple[object, list[dict]]:
+        """Run the rows ``todo`` of ``job`` (a :class:`WorkerJob`) on Ray; ``on_row(row, metric_records)`` for each
+        finished row, in completion order. Returns what the results need of the backbone the workers loaded (None
+        if no row finished) and the rows that failed twice (recorded in ``failed_path``; see :func:`failures`)."""
         ray = import_ray()
         with ray_session(ray, self.address):
             return _stream(ray, self, job, todo, on_row, Path(failed_path), bar)
+
+
+class WorkerJob:
+    """A picklable job for Ray workers: ``job(key)`` runs one row in the worker's process and returns the row, its
+    metric records and the backbone's device and description. The backbone is loaded on a worker's first row and kept,
+    with whatever :meth:`run_key` caches, for the rows that worker runs next (``token`` names the job there)."""
+
+    def __init__(self, backbone: dict, token: str):
+        self.backbone_config, self.token = backbone, token
+        self._reset()
+
+    def _reset(self):
+        self._backbone, self._described = None, None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset()
+
+    def run_key(self, key: tuple, backbone) -> tuple[dict, list]:
+        """The row ``key`` and its metric records (JSON lines or dicts)."""
+        raise NotImplementedError
+
+    def __call__(self, key: tuple) -> dict:
+        if self._backbone is None:
+            self._backbone = load_backbone(from_dict(BackboneConfig, self.backbone_config))
+            self._described = self._backbone.describe()  # hashes the weights: once per worker
+        row, records = self.run_key(tuple(key), self._backbone)
+        return {"row": row, "metrics": records, "device": str(self._backbone.device), "backbone": self._described}
+
+
+def job_token(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def failures(failed: list[dict], total: int, failed_path: Path, then: str) -> RunError:
+    """The error that ends a grid some of whose rows failed twice (``then``: what the user does next)."""
+    return RunError(f"{len(failed)} of {total} rows failed twice, the others are done; errors in {failed_path}; "
+                    f"first {failed[0]['key']}: {failed[0]['error'].strip().splitlines()[-1]}; {then}")
 
 
 def import_ray():
@@ -163,11 +211,7 @@ def _stream(ray, ex: Executor, job, todo: list[tuple], on_row, failed_path: Path
     finally:
         for ref in pending:  # interrupted: stop what still runs
             ray.cancel(ref, force=True)
-    if failed:
-        raise RunError(f"{len(failed)} of {len(todo)} rows failed twice, the others are done; errors in "
-                       f"{failed_path}; first {failed[0]['key']}: {failed[0]['error'].strip().splitlines()[-1]}; "
-                       f"resume the benchmark to retry them")
-    return described
+    return described, failed
 
 
 def _run_in_worker(job, key: tuple, threads: int) -> dict:

@@ -6,14 +6,16 @@ prompt length against the model's positions, and the output directory.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from workbench.config import ConfigError, FewShotConfig, to_dict
+from workbench.config import ConfigError, FewShotConfig, from_dict, to_dict
 from workbench.engine.backbones import Backbone, load_backbone, set_threads
 from workbench.engine.data import load_dataset
 from workbench.engine.heads import make_head
@@ -27,6 +29,7 @@ from workbench.engine.runs import (
 from workbench.engine.splits import kshot_split
 from workbench.engine.templates import resolve_format
 from workbench.experiments.baselines import linear_probe
+from workbench.experiments.executors import FAILED, Executor, WorkerJob, failures, job_token
 from workbench.learn.inits import INITS, InitContext, downstream_grad_hook, make_prompt
 from workbench.learn.selection import curve_auc, stratified_folds, tune_selected
 from workbench.learn.tuner import evaluate, metrics, predict
@@ -72,56 +75,112 @@ def prepare(cfg: FewShotConfig, backbone: Backbone) -> list[Prepared]:
     return out
 
 
-def run_fewshot(cfg: FewShotConfig, backbone: Backbone | None = None, progress: bool = True) -> dict:
-    """Run the grid and write ``cfg.out``; return the results dict (also in ``results.json``)."""
+def plan(cfg: FewShotConfig) -> list[tuple]:
+    """The rows of the grid in run order: (dataset, k, method, seed)."""
+    return [(name, cfg.k, method, seed) for name in cfg.datasets for seed in cfg.seeds for method in cfg.methods]
+
+
+def run_fewshot(cfg: FewShotConfig, backbone: Backbone | None = None, progress: bool = True,
+                executor: Executor | None = None) -> dict:
+    """Run the grid and write ``cfg.out``; return the results dict (also in ``results.json``). ``executor``: where
+    the rows run (default here, in order; ``ray``: Ray workers, which write the prompts below ``cfg.out``'s parent)."""
+    executor = executor or Executor()
     check_methods(cfg.methods)
     check_out_dir(cfg.out, cfg.overwrite)
+    executor.check()
     set_threads()
     backbone = backbone or load_backbone(cfg.backbone)
-    prepared = prepare(cfg, backbone)
-    rows: list[dict] = []
+    prepared = prepare(cfg, backbone)  # every dataset and split checked before any row runs
     t_start = time.perf_counter()
+    keys, failed = plan(cfg), []
     with RunDir(cfg.out, cfg.overwrite) as run:
         run.write_json("config.json", to_dict(cfg))
-        total = len(prepared) * len(cfg.seeds) * len(cfg.methods)
-        bar = tqdm(total=total, desc="fewshot", disable=not progress)
-        for prep in prepared:
-            ds, head = prep.dataset, prep.head
-            test = ds.splits["test"]
-            zs_test = None  # the unprompted test pass is seed-independent: computed once, shared by the baselines
-            for seed in cfg.seeds:
-                split = prep.splits[seed]
-                for method in cfg.methods:
-                    bar.set_postfix_str(f"{ds.name} {method} seed={seed}")
-                    t0 = time.perf_counter()
-                    base = {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "n_train": len(split.train),
-                            "n_dev": len(split.dev), "n_test": len(test)}
-                    if method in BASELINES:
-                        if zs_test is None:
-                            zs_test = evaluate(head, test, None, cfg.tune.eval_batch_size, cfg.tune.eval_precision,
-                                               features=True, progress=progress, desc=f"{ds.name} test (no prompt)")
-                        row = _baseline(method, head, split, zs_test, cfg, seed)
-                    else:
-                        row = _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress)
-                    row = {**base, **row, "wall_s": round(time.perf_counter() - t0, 3)}
-                    rows.append(row)
-                    run.log({"event": "row", **row})
-                    bar.update(1)
+        bar = tqdm(total=len(keys), desc="fewshot", disable=not progress, unit="row")
+        rows: list[dict] = []
+
+        def on_row(row: dict, records=()):
+            for rec in records:
+                run.log(rec)
+            rows.append(row)
+            run.log({"event": "row", **row})
+            bar.update(1)
+
+        by_name, zs_tests = dict(zip(cfg.datasets, prepared)), {}
+        if executor.kind == "local":
+            for key in keys:
+                bar.set_postfix_str(f"{key[0]} {key[2]} seed={key[3]}")
+                on_row(fewshot_row(cfg, by_name[key[0]], key, backbone, run, progress, zs_tests))
+        else:
+            described, failed = executor.run(FewShotJob(cfg, str(run.path)), keys, on_row, run.path / FAILED, bar)
+            backbone = described or backbone
+            order = {(by_name[d].dataset.name, k, m, s): i for i, (d, k, m, s) in enumerate(keys)}
+            rows.sort(key=lambda r: order[r["dataset"], r["k"], r["method"], r["seed"]])  # as local writes them
         bar.close()
         results = {
             "rows": rows,
             "summary": summarise(rows),
+            "failed": [list(f["key"]) for f in failed],
             "environment": environment(backbone.device),
             "backbone": backbone.describe(),
             "data": {p.dataset.name: {**p.dataset.describe(), "file_hashes": p.dataset.file_hashes(),
                                       "format": p.fmt.as_dict(),
                                       "splits": {s: sp.as_dict() for s, sp in p.splits.items()}} for p in prepared},
             "wall_s": round(time.perf_counter() - t_start, 2),
+            "executor": executor.describe(),
             "config": to_dict(cfg),
         }
         run.write_json("results.json", results)
+    if failed:  # the finished rows are written; the command still fails, naming the rows that did not
+        raise failures(failed, len(keys), run.final / FAILED, "run them again (--methods, --seeds)")
     results["out"] = str(run.final)
     return results
+
+
+def fewshot_row(cfg: FewShotConfig, prep: Prepared, key: tuple, backbone, run, progress: bool, zs_tests: dict) -> dict:
+    """One row: a baseline or prompt tuning from an init, on ``prep``'s split of seed ``key[3]``. ``zs_tests``
+    caches each dataset's unprompted test pass (seed-independent, shared by the baselines)."""
+    name, k, method, seed = key
+    ds, split, t0 = prep.dataset, prep.splits[seed], time.perf_counter()
+    base = {"dataset": ds.name, "method": method, "seed": seed, "k": k, "n_train": len(split.train),
+            "n_dev": len(split.dev), "n_test": len(ds.splits["test"])}
+    if method in BASELINES:
+        if name not in zs_tests:
+            zs_tests[name] = evaluate(prep.head, ds.splits["test"], None, cfg.tune.eval_batch_size,
+                                      cfg.tune.eval_precision, features=True, progress=progress,
+                                      desc=f"{ds.name} test (no prompt)")
+        row = _baseline(method, prep.head, split, zs_tests[name], cfg, seed)
+    else:
+        row = _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress)
+    return {**base, **row, "wall_s": round(time.perf_counter() - t0, 3)}
+
+
+class _Records:
+    """What a Ray worker's row writes: prompts below the run's (shared) directory, metric records kept to send back."""
+
+    def __init__(self, path: str):
+        self.path, self.records = Path(path), []
+
+    def log(self, record: dict):
+        self.records.append({"time": round(time.time(), 3), **record})
+
+
+class FewShotJob(WorkerJob):
+    """The rows of one ``fewshot`` grid for Ray workers; a worker prepares each dataset once for the rows it runs."""
+
+    def __init__(self, cfg: FewShotConfig, path: str):
+        self.config, self.path = to_dict(cfg), path
+        super().__init__(self.config["backbone"], job_token(self.config, path))
+
+    def _reset(self):
+        super()._reset()
+        self._prepared, self._zs_tests = {}, {}
+
+    def run_key(self, key: tuple, backbone) -> tuple[dict, list]:
+        cfg, name = from_dict(FewShotConfig, self.config), key[0]
+        if name not in self._prepared:
+            self._prepared[name] = prepare(dataclasses.replace(cfg, datasets=[name]), backbone)[0]
+        sink = _Records(self.path)
+        return fewshot_row(cfg, self._prepared[name], key, backbone, sink, False, self._zs_tests), sink.records
 
 
 def _baseline(method, head, split, zs_test, cfg, seed) -> dict:

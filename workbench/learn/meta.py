@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from workbench.config import ConfigError
 from workbench.engine.joint import joint_forward
 from workbench.tasks.episodes import Episode
+from workbench.learn.data_parallel import Shards
 
 
 @dataclass
@@ -46,6 +47,11 @@ class MetaLearner:
     ``finalize(state, out_dir)`` (save their extra artefacts beside the learned prompt). The meta-training loop
     checkpoints every entry of ``state``: modules and optimizers through ``state_dict()``, tensors as tensors,
     everything else as JSON.
+
+    Data-parallel (:mod:`workbench.learn.data_parallel`): a stateless learner is given this process's shard of the
+    meta-batch; a stateful one is given the whole meta-batch and ``shards=`` (its state couples the tasks), scores
+    ``shards.split(episodes)`` and all-reduces what its state update needs. Either way it returns means over the
+    tasks it scored, which the loop averages over the processes.
     """
 
     name: str
@@ -209,8 +215,10 @@ ADAPTING = ("reptile",)  # learners whose gradient is undefined without an inner
 INNER_LOOP = ("maml", "fomaml", "reptile")  # learners whose inner loop is :func:`adapt` (meta.inner_optimizer applies)
 
 
-def meta_step(method: str, P: torch.Tensor, episodes: list[Episode], cfg, batched: bool = True, state=None):
-    """(meta-loss, gradient for P, logs dict) of one meta-batch under ``method``."""
+def meta_step(method: str, P: torch.Tensor, episodes: list[Episode], cfg, batched: bool = True, state=None,
+              shards: Shards | None = None):
+    """(meta-loss, gradient for P, logs dict) of one meta-batch under ``method``; with ``shards``, of this process's
+    shard of it (means over its tasks; the caller averages them over the processes)."""
     if method not in LEARNERS:
         raise ValueError(f"unknown meta-learner {method!r}; registered: {sorted(LEARNERS)}")
     steps = inner_steps_for(method, cfg)  # refuses a negative meta.inner_steps
@@ -220,5 +228,9 @@ def meta_step(method: str, P: torch.Tensor, episodes: list[Episode], cfg, batche
                           f"{cfg.meta.inner_lr} (inner steps {steps})")
     if not P.requires_grad:
         P = P.detach().requires_grad_(True)
-    out = LEARNERS[method].fn(P, episodes, cfg, batched, state)
+    learner, shards = LEARNERS[method], shards or Shards()
+    if learner.init_state:  # its state couples the tasks: it shards the meta-batch itself
+        out = learner.fn(P, episodes, cfg, batched, state, shards=shards)
+    else:
+        out = learner.fn(P, shards.split(episodes), cfg, batched, state)
     return (*out, {}) if len(out) == 2 else out

@@ -194,9 +194,8 @@ def _meta_update(cfg, P, opt, state, episodes, step, shards: Shards):
     and logs are averaged over every process's tasks); returns the train record of metrics.jsonl."""
     for g in opt.param_groups:
         g["lr"] = _lr(cfg, step)
-    mine = shards.split(episodes)
-    loss, grad, logs = meta_step(cfg.method, P, mine, cfg, cfg.meta.batched, state)
-    n, total = len(mine), len(episodes)
+    loss, grad, logs = meta_step(cfg.method, P, episodes, cfg, cfg.meta.batched, state, shards)
+    n, total = len(shards.split(episodes)), len(episodes)
     loss, grad = shards.mean(torch.as_tensor(loss, device=P.device), n, total), shards.mean(grad, n, total)
     logs = shards.mean_dict(logs, n, total, P.device)
     if not (torch.isfinite(torch.as_tensor(loss)).all() and torch.isfinite(grad).all()):
@@ -220,13 +219,10 @@ def run_meta_training(cfg: MetaTrainConfig, backbone=None, resume: bool = False,
     per run: another process holding ``cfg.out`` is an error (or, ``wait``, waited for; a cached meta init that
     another benchmark is training is waited for and then reused). Under torchrun (``shards``, default from the
     environment) every process trains on its shard of each meta-batch; rank 0 locks, writes and reports, and the
-    others read the checkpoint it resumes from (a shared file system)."""
+    others read the checkpoint it resumes from (a shared file system); SUPMER all-reduces what couples its tasks."""
     _check(cfg)
     shards = shards or from_env()
     shards.check_batch(cfg.meta.meta_batch, cfg.meta.val_tasks)
-    if shards.active and LEARNERS[cfg.method].init_state:
-        raise ConfigError(f"meta-learner {cfg.method!r} keeps state coupling the tasks of a meta-batch (SUPMER's ψ "
-                          "and curriculum): it is not data-parallel yet; run it in one process")
     with ExitStack() as stack:
         def prepare():
             stack.enter_context(RunLock(cfg.out, wait=wait))

@@ -64,6 +64,7 @@ from workbench.engine.heads import (
 )
 from workbench.engine.joint import joint_forward
 from workbench.engine.prompts import Spliced
+from workbench.learn.data_parallel import Shards
 from workbench.learn.meta import task_losses
 from workbench.learn.meta_inits import trained_prompt
 from workbench.methods.psi import Psi, PsiError, load_psi, save_psi
@@ -214,9 +215,16 @@ def _row_cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-30).mean(-1)
 
 
-def supmer_learner(P, episodes, cfg, batched=True, state=None):
-    sc = supmer_config(cfg)
+def supmer_learner(P, episodes, cfg, batched=True, state=None, shards: Shards | None = None):
+    """SUPMER's meta-step on ``shards``' share of ``episodes`` (all of them in one process): the means over those
+    tasks; ψ's gradient and the curriculum's alignment are averaged over every process's tasks before they are used,
+    and the mixup ratios are drawn for the whole meta-batch, so every process makes the same ψ and curriculum update
+    and the result does not depend on the number of processes."""
+    sc, shards = supmer_config(cfg), shards or Shards()
     state = state if state is not None else supmer_init_state(P, cfg, episodes[0].head.bb)
+    rng = np.random.default_rng([sc.seed, int(state["steps"])])  # curriculum mixup ratios, one per task
+    lams_all = [sample_lambda(rng, state["s"], sc.alpha) if sc.mixup else 1.0 for _ in episodes]
+    episodes, lams, total = shards.split(episodes), shards.split(lams_all), len(episodes)
     psi, T = state["psi"], len(episodes)
     cache: dict = {}
     with torch.enable_grad():  # 1. support gradients at P (first order) and batch summaries
@@ -229,15 +237,13 @@ def supmer_learner(P, episodes, cfg, batched=True, state=None):
     else:
         delta, gate = g, None
     adapted = leaf - cfg.meta.inner_lr * delta.to(leaf.dtype)
-    rng = np.random.default_rng([sc.seed, int(state["steps"])])  # 3. query loss, curriculum mixup
-    lams = [sample_lambda(rng, state["s"], sc.alpha) if sc.mixup else 1.0 for _ in episodes]
     losses, mixed = query_losses(episodes, adapted, lams, batched, sc.mixup)
     loss = losses.mean()
     params = [p for p in psi.parameters()] if sc.psi else []
     grads = torch.autograd.grad(loss, [leaf] + params, allow_unused=True)
     gq = grads[0]  # 4. the query gradient at each P'_t (d loss / d P'_t)
     align = ((1 + _row_cos(gq, delta.detach())) / 2).detach()  # (T,)
-    logs = {"query_loss": float(loss.detach()), "lambda": float(np.mean(lams)), "mixed": float(np.mean(mixed)),
+    logs = {"query_loss": float(loss.detach()), "lambda": float(np.mean(lams_all)), "mixed": float(np.mean(mixed)),
             "alignment": float(align.mean())}
     if sc.psi:
         dsim = torch.tensor([float(ep.info.get("domain_sim", 0.5)) for ep in episodes], device=align.device)
@@ -247,14 +253,14 @@ def supmer_learner(P, episodes, cfg, batched=True, state=None):
         rgrads = torch.autograd.grad(sc.gate_weight * reg, params, allow_unused=True)
         opt = state["psi_opt"]
         opt.zero_grad(set_to_none=True)
-        for p, a, b in zip(params, grads[1:], rgrads):
-            p.grad = (a if a is not None else torch.zeros_like(p)) + (b if b is not None else 0)
+        for p, a, b in zip(params, grads[1:], rgrads):  # the mean over all processes' tasks
+            p.grad = shards.mean((a if a is not None else torch.zeros_like(p)) + (b if b is not None else 0), T, total)
         if sc.psi_clip > 0:
             logs["psi_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, sc.psi_clip))
         opt.step()
         logs.update({"gate": float(gate.detach().mean()), "gate_target": float(target.mean()),
                      "gate_loss": float(reg.detach())})
-    s_new = float(align.mean())  # 5. curriculum EMA
+    s_new = float(shards.mean(align.mean(), T, total))  # 5. curriculum EMA
     state["s"] = s_new if state["steps"] == 0 else sc.ema * state["s"] + (1 - sc.ema) * s_new
     state["steps"] = int(state["steps"]) + 1
     logs["curriculum_s"] = state["s"]
