@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.cli.common import add_executor_options, executor_from_args
+from workbench.cli.common import add_executor_options, add_tracker_option, executor_from_args
 from workbench.config import ConfigError
 from workbench.experiments.benchmark import ROWS, load_suite, run_benchmark
 
@@ -24,6 +24,7 @@ def add_cli(sub):
                    help="if another process is writing --out, wait for it instead of stopping with an error")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_executor_options(p)
+    add_tracker_option(p)
     return p
 
 

@@ -10,6 +10,7 @@ import types
 import typing
 
 from workbench.config import ConfigError, apply_overrides, from_dict, to_dict
+from workbench.engine.tracking import TRACKER_EXTRA, TRACKERS
 from workbench.experiments.executors import EXECUTORS, RAY_EXTRA, Executor
 
 
@@ -73,6 +74,13 @@ def add_run_options(p: argparse.ArgumentParser, resume: bool = False) -> None:
         p.add_argument("--wait", action="store_true",
                        help="if another process is writing --out, wait for it instead of stopping with an error")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_tracker_option(p)
+
+
+def add_tracker_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracker", choices=TRACKERS, default="none",
+                   help=f"mirror metrics.jsonl live to an experiment tracker: tensorboard writes <run>/tensorboard/ "
+                        f"({TRACKER_EXTRA}); default none")
 
 
 def add_executor_options(p: argparse.ArgumentParser) -> None:

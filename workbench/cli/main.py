@@ -13,6 +13,7 @@ from workbench.cli import bayes, benchmark, cluster, domain_gen, explore, metatr
 from workbench.cli.common import add_config_options, add_executor_options, add_run_options, config_from_args, \
     executor_from_args
 from workbench.config import FewShotConfig, WorkbenchError
+from workbench.engine import tracking
 from workbench.engine.data import data_search_path, list_datasets
 from workbench.experiments.fewshot import BASELINES, format_summary, run_fewshot
 from workbench.learn.inits import list_inits
@@ -89,6 +90,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
+        tracking.configure(getattr(args, "tracker", "none"))
         return args._run(args)
     except WorkbenchError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -33,6 +33,7 @@ from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
 from workbench._version import __version__
+from workbench.engine import tracking
 from workbench.engine.lock import RunLock
 from workbench.config import WorkbenchError
 
@@ -111,14 +112,17 @@ class RunDir:
         return False
 
     def log(self, record: dict):
-        self._metrics.write(json.dumps({"time": round(time.time(), 3), **record}, default=_json_default) + "\n")
+        record = {"time": round(time.time(), 3), **record}
+        self._metrics.write(json.dumps(record, default=_json_default) + "\n")
         self._metrics.flush()
+        tracking.track(self.path, record)
 
     def write_json(self, name: str, obj):
         write_json(self.path / name, obj)
 
     def commit(self) -> Path:
         self._metrics.close()
+        tracking.close(self.path)
         try:
             if self.final.exists():
                 check_out_dir(self.final, self.overwrite)
@@ -131,6 +135,7 @@ class RunDir:
 
     def abort(self):
         self._metrics.close()
+        tracking.close(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
         self.lock.release()
 

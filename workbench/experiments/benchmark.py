@@ -39,6 +39,7 @@ from workbench.config import (
     migrate,
     to_dict,
 )
+from workbench.engine import tracking
 from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.data import list_datasets, load_dataset
 from workbench.engine.runs import RESULTS, RunError, atomic_write, environment, read_json, write_json
@@ -329,6 +330,7 @@ def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: 
             def emit(line: str):
                 met_f.write(line + "\n")
                 met_f.flush()
+                tracking.track(out, json.loads(line))
 
             def on_row(row: dict, metric_lines=()):
                 for line in metric_lines:
@@ -349,6 +351,7 @@ def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: 
                 if failed:
                     raise failures(failed, len(todo), out / FAILED, "resume the benchmark to retry them")
         bar.close()
+        tracking.close(out)
     return finalize(out, resolved, rows, backbone, time.perf_counter() - t0, command)
 
 

@@ -60,6 +60,7 @@ from workbench.learn.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
+from workbench.engine import tracking
 from workbench.learn.data_parallel import Shards, from_env
 from workbench.learn.inits import InitContext, make_prompt
 from workbench.learn.meta import (
@@ -295,8 +296,10 @@ def _train(cfg: MetaTrainConfig, backbone, setup: dict, progress: bool, stop_aft
 
     def log(rec):
         if shards.leader:
+            rec = {"time": round(time.time(), 3), **rec}
             with open(metrics, "a", encoding="utf-8") as f:
-                f.write(json.dumps({"time": round(time.time(), 3), **rec}) + "\n")
+                f.write(json.dumps(rec) + "\n")
+            tracking.track(work, rec)
 
     def validate(step):
         mine = shards.split(val)
@@ -350,6 +353,7 @@ def _train(cfg: MetaTrainConfig, backbone, setup: dict, progress: bool, stop_aft
     write_json(work / "results.json", results)
     if out.exists():
         shutil.rmtree(out)
+    tracking.close(work)
     os.replace(work, out)
     results["out"] = str(out)
     return results
