@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--a", required=True, metavar="ROWS.jsonl:METHOD")
     ap.add_argument("--b", required=True, metavar="ROWS.jsonl:METHOD")
     ap.add_argument("--metric", default="test_acc")
+    ap.add_argument("--datasets", default="", help="only these datasets (comma-separated; default every shared one)")
     ap.add_argument("--check", default="random", help="a method both runs ran under the same protocol ('' = none)")
     args = ap.parse_args(argv)
     ma, a, by_a = load(args.a)
@@ -46,6 +47,8 @@ def main(argv=None) -> int:
               f"{sum(ca[key][args.metric] == cb[key][args.metric] for key in common)}, mean a − b "
               f"{same['diff_mean']:+.2f} points, SD {same['paired_sd']:.2f} (run-to-run numerical noise)")
     keys = sorted(set(a) & set(b))
+    if args.datasets:
+        keys = [key for key in keys if key[0] in args.datasets.split(",")]
     if not keys:
         sys.exit("error: no (dataset, k, seed) in both runs")
     cells = sorted({(d, k) for d, k, _ in keys})
