@@ -35,10 +35,6 @@ def configure(kind: str) -> None:
     _state["kind"] = kind
 
 
-def active() -> str:
-    return _state["kind"]
-
-
 def _summary_writer():
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -173,10 +173,10 @@ class FewShotJob(WorkerJob):
 
     def _reset(self):
         super()._reset()
-        self._prepared, self._zs_tests = {}, {}
+        self._cfg, self._prepared, self._zs_tests = from_dict(FewShotConfig, self.config), {}, {}
 
     def run_key(self, key: tuple, backbone) -> tuple[dict, list]:
-        cfg, name = from_dict(FewShotConfig, self.config), key[0]
+        cfg, name = self._cfg, key[0]
         if name not in self._prepared:
             self._prepared[name] = prepare(dataclasses.replace(cfg, datasets=[name]), backbone)[0]
         sink = _Records(self.path)

@@ -253,8 +253,11 @@ def supmer_learner(P, episodes, cfg, batched=True, state=None, shards: Shards | 
         rgrads = torch.autograd.grad(sc.gate_weight * reg, params, allow_unused=True)
         opt = state["psi_opt"]
         opt.zero_grad(set_to_none=True)
-        for p, a, b in zip(params, grads[1:], rgrads):  # the mean over all processes' tasks
-            p.grad = shards.mean((a if a is not None else torch.zeros_like(p)) + (b if b is not None else 0), T, total)
+        local = [(a if a is not None else torch.zeros_like(p)) + (b if b is not None else 0)
+                 for p, a, b in zip(params, grads[1:], rgrads)]
+        flat = shards.mean(torch.cat([g.reshape(-1) for g in local]), T, total)  # over all processes: one all-reduce
+        for p, g in zip(params, flat.split([g.numel() for g in local])):
+            p.grad = g.view_as(p)
         if sc.psi_clip > 0:
             logs["psi_grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, sc.psi_clip))
         opt.step()
