@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from workbench.cli.common import add_config_options, add_run_options, config_from_args
+from workbench.cli.common import add_config_options, add_quiet_option, add_run_options, config_from_args
 from workbench.config import BayesReportConfig
 from workbench.engine.runs import atomic_write
 from workbench.experiments.bayes_modes import BayesRunConfig, format_summary, run_bayes
@@ -48,6 +48,7 @@ def add_report_cli(sub):
     p = sub.add_parser("bayes-report", help="paired comparisons of BayesPrompt modes vs baselines over bayes runs",
                        description="One markdown report over several `bayes` runs: each mode minus each baseline.")
     add_config_options(p, BayesReportConfig, REPORT_FLAGS)
+    add_quiet_option(p, "no progress bars (this command draws none; accepted like on every command)")
     return p
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from workbench.cli.common import add_executor_options, add_tracker_option, executor_from_args
+from workbench.cli.common import add_executor_options, add_quiet_option, add_tracker_option, executor_from_args
 from workbench.config import ConfigError
 from workbench.experiments.benchmark import ROWS, load_suite, run_benchmark
 
@@ -22,7 +22,7 @@ def add_cli(sub):
     p.add_argument("--resume", action="store_true", help="continue an interrupted benchmark in --out")
     p.add_argument("--wait", action="store_true",
                    help="if another process is writing --out, wait for it instead of stopping with an error")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_option(p, "no progress bar")
     add_executor_options(p)
     add_tracker_option(p)
     return p

@@ -73,8 +73,13 @@ def add_run_options(p: argparse.ArgumentParser, resume: bool = False) -> None:
         p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
         p.add_argument("--wait", action="store_true",
                        help="if another process is writing --out, wait for it instead of stopping with an error")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet_option(p)
     add_tracker_option(p)
+
+
+def add_quiet_option(p: argparse.ArgumentParser, help: str = "no progress bars") -> None:
+    """``--quiet``, on every subcommand that does work (bars show only on a terminal or in a notebook anyway)."""
+    p.add_argument("--quiet", action="store_true", help=help)
 
 
 def add_tracker_option(p: argparse.ArgumentParser) -> None:

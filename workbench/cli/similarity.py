@@ -9,6 +9,8 @@ from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.runs import RunDir, environment
 from workbench.experiments.similarity import SIM_COLUMNS, write_outputs
 from workbench.experiments.walkthroughs import similarity_to_sources
+from workbench.viz.output import save_figure
+from workbench.viz.similarity import similarity_figures
 
 FLAGS = {"--targets": "targets", "--sources": "sources", "--runs": "runs", "--method": "method",
          "--baseline": "baseline", "--backbone": "backbone.name", "--k": "k", "--seeds": "seeds",
@@ -32,7 +34,9 @@ def run_cli(args) -> int:
         bb = load_backbone(cfg.backbone)
         run.write_json("config.json", {"command": "similarity", **to_dict(cfg), "environment": environment(bb.device)})
         res = similarity_to_sources(bb, cfg, progress=not args.quiet, log=run.log)
-        write_outputs(run.path, res["table"], res["info"], res["figures"])
+        write_outputs(run.path, res["table"], res["info"])
+        for name, fig in similarity_figures(res["table"], res["info"]).items():
+            save_figure(fig, run.path / f"{name}.html")
     table = res["table"]
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         cols = [c for c in ["target", "source", "n_removed", *SIM_COLUMNS, "gain_mean", "gain_std"] if c in table]

@@ -14,6 +14,7 @@ model with eager attention.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -129,11 +130,29 @@ def _sha256(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+@contextlib.contextmanager
+def no_loading_bars():
+    """Hide transformers' (and the hub's) download and "Loading weights" bars while the package loads a model: they
+    are not the command's progress, and in a notebook they would stay behind as widgets."""
+    was_on = tf.utils.logging.is_progress_bar_enabled()
+    tf.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            tf.utils.logging.enable_progress_bar()
+
+
 def load_backbone(cfg: BackboneConfig | str | None = None) -> Backbone:
-    """Load a frozen backbone. ``cfg`` may be a BackboneConfig, a name/path, or None for the default MiniLM."""
+    """Load a frozen backbone. ``cfg`` may be a BackboneConfig, a name/path, or None for the default MiniLM. No
+    download or loading bars are drawn (:func:`no_loading_bars`)."""
     if cfg is None or isinstance(cfg, str):
         cfg = BackboneConfig(name=cfg or "minilm")
+    with no_loading_bars():
+        return _load(cfg)
 
+
+def _load(cfg: BackboneConfig) -> Backbone:
     path = resolve_name(cfg.name)
     local = Path(path).exists()
     kw = {"trust_remote_code": cfg.trust_remote_code}

@@ -336,6 +336,18 @@ def from_hf(dsdict, name: str) -> Dataset:
     return Dataset(name, task, labels, splits, f"hf:{name}", {}, meta)
 
 
+def _hub_load(datasets, *args):
+    """``datasets.load_dataset(*args)`` without its download and split-generation bars (in a notebook they would
+    stay behind as widgets); the caller's setting is restored."""
+    was_on = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        return datasets.load_dataset(*args)
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
+
+
 def load_dataset(name_or_path: str, *, search_path=None, hub: bool = True) -> Dataset:
     """Load a dataset: (1) an existing local folder, or single .jsonl/.csv file (train; test = stratified 20%
     holdout, ``meta["test_holdout"] = True``); (2) a folder ``name`` on the search path; (3) the Hugging Face hub
@@ -361,7 +373,7 @@ def load_dataset(name_or_path: str, *, search_path=None, hub: bool = True) -> Da
         else:
             parts = name.split("/")
             try:
-                return from_hf(datasets.load_dataset(*(parts if len(parts) == 2 else [name])), name)
+                return from_hf(_hub_load(datasets, *(parts if len(parts) == 2 else [name])), name)
             except DataError:
                 raise
             except Exception as e:  # offline, unknown name, ...

@@ -39,6 +39,7 @@ from workbench.config import (
     to_dict,
 )
 from workbench.engine.backbones import load_backbone, set_threads
+from workbench.engine.progress import progress_bar
 from workbench.engine.runs import (
     RunDir,
     atomic_write,
@@ -177,6 +178,8 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
     L, tc, R = cfg.prompt.length, cfg.tune, cfg.ensemble_size
     with RunDir(cfg.out, cfg.overwrite) as run:
         run.write_json("config.json", to_dict(cfg))
+        bar = progress_bar(total=len(prepared) * len(cfg.seeds) * (len(cfg.baselines) + len(cfg.modes)), desc="bayes",
+                           enabled=progress, unit="row")
         for prep in prepared:
             ds, head = prep.dataset, prep.head
             for seed in cfg.seeds:
@@ -194,6 +197,7 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
                     rows.append(row)
                     run.log({"event": "row", **row})
                     _save_probs(run, ds.name, seed, method, probs, y, members)
+                    bar.update(1)
 
                 def tuned(method, res, prov):
                     save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
@@ -248,6 +252,7 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
                         offs = [draw(torch.Generator().manual_seed(20_000 + seed * 97 + r)) for r in range(R)]
                         members = ensemble_probs(head, test, res.prompt, offs, tc)
                         emit("bayes-ensemble", members.mean(0), {**extra, "ensemble_size": R}, members)
+        bar.close()
         results = {"rows": rows, "summary": summarise(rows), "comparisons": compare(rows), "distributions": dists,
                    "density_setting": cfg.bayes.density_data, "environment": environment(backbone.device),
                    "backbone": backbone.describe(), "wall_s": round(time.perf_counter() - t_start, 2),

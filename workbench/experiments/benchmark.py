@@ -27,8 +27,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from workbench.config import (
     BackboneConfig,
     ConfigError,
@@ -42,6 +40,7 @@ from workbench.config import (
 from workbench.engine import tracking
 from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.data import list_datasets, load_dataset
+from workbench.engine.progress import progress_bar
 from workbench.engine.runs import RESULTS, RunError, atomic_write, environment, read_json, write_json
 from workbench.engine.lock import RunLock
 from workbench.engine.splits import subsample
@@ -324,8 +323,8 @@ def _run_benchmark(suite, out, resume: bool, backbone, progress: bool, command: 
     set_threads()
     t0 = time.perf_counter()
     if todo:
-        bar = tqdm(total=len(keys), initial=len(keys) - len(todo), desc=f"benchmark {resolved['name']}",
-                   disable=not progress, unit="row", dynamic_ncols=True)
+        bar = progress_bar(total=len(keys), initial=len(keys) - len(todo), desc=f"benchmark {resolved['name']}",
+                           enabled=progress, unit="row")
         with open(out / ROWS, "a", encoding="utf-8") as rows_f, open(out / "metrics.jsonl", "a") as met_f:
             def emit(line: str):
                 met_f.write(line + "\n")

@@ -25,11 +25,11 @@ import time
 from dataclasses import replace
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, PromptConfig, TaskConfig, TuneConfig
 from workbench.engine.data import Dataset, load_dataset
 from workbench.engine.heads import make_head
+from workbench.engine.progress import progress_bar
 from workbench.engine.runs import load_prompt, save_prompt
 from workbench.engine.splits import decontaminate, kshot_split, normalize_text, subsample, texts_of
 from workbench.engine.templates import resolve_format
@@ -90,7 +90,7 @@ def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), 
     tests = {f"{src.name} (in-domain)": subsample(src.splits["test"], test_limit)}
     tests.update({ds.name: subsample(ds.splits["test"], test_limit) for ds in tgts.values()})
     rows, t_all = [], time.perf_counter()
-    bar = tqdm(total=len(seeds) * len(methods), desc="domain generalisation", disable=not progress)
+    bar = progress_bar(total=len(seeds) * len(methods), desc="domain generalisation", enabled=progress)
     for seed in seeds:
         split = kshot_split(clean, k, seed)
         for method in methods:

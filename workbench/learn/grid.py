@@ -18,9 +18,9 @@ import dataclasses
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, TuneConfig
+from workbench.engine.progress import progress_bar
 from workbench.learn.tuner import PromptRun, TuneResult, autocast_ctx, batch_order, metrics, predict
 
 
@@ -42,7 +42,7 @@ def tune_grid(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int, 
     for run, r in zip(runs, score_members(head, dev, runs, cfg)):
         run.start(r)
     labels_all = torch.tensor([ex.label for ex in train])
-    bar = tqdm(range(1, cfg.steps + 1), desc=desc, leave=False, disable=not progress)
+    bar = progress_bar(range(1, cfg.steps + 1), desc=desc, nested=True, enabled=progress)
     for step, idx in zip(bar, batch_order(len(train), cfg.batch_size, seed)):
         active = [run for run in runs if not run.stopped]
         if not active:
@@ -51,6 +51,7 @@ def tune_grid(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int, 
         if active[0].wants_dev(step):  # the same steps for every member: they share cfg but lr
             for run, r in zip(active, score_members(head, dev, active, cfg)):
                 run.observe(step, r)
+    bar.close()
     return [run.result() for run in runs]
 
 

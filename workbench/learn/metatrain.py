@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from workbench.config import (
     BackboneConfig,
@@ -48,6 +47,7 @@ from workbench.config import (
 )
 from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.lock import RunLock
+from workbench.engine.progress import progress_bar
 from workbench.engine.runs import (
     RunError,
     check_out_dir,
@@ -313,7 +313,7 @@ def _train(cfg: MetaTrainConfig, backbone, setup: dict, progress: bool, stop_aft
     if start == 0:
         last_val = validate(0)
         update_selection(sel, 0, last_val, P, cfg.meta.patience, state)
-    bar = tqdm(total=cfg.meta.steps, initial=start, desc=f"meta-train {cfg.method}", disable=not progress)
+    bar = progress_bar(total=cfg.meta.steps, initial=start, desc=f"meta-train {cfg.method}", enabled=progress)
     step = start
     while step < cfg.meta.steps and not sel["stopped"]:
         if stop_after is not None and step - start >= stop_after:

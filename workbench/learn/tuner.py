@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, TuneConfig, WorkbenchError
+from workbench.engine.progress import progress_bar
 
 
 class TuningError(WorkbenchError, RuntimeError):
@@ -75,7 +75,7 @@ def predict(head, examples, prompt: torch.Tensor | None, batch_size: int = 64, a
     p = None if prompt is None else prompt.to(head.bb.device)
     logits = np.zeros((G, len(examples), head.n_classes), dtype=np.float32)
     feats = None
-    for s in tqdm(range(0, len(order), batch_size), desc=desc, leave=False, disable=not progress):
+    for s in progress_bar(range(0, len(order), batch_size), desc=desc, nested=True, enabled=progress):
         idx = order[s:s + batch_size]
         with autocast_ctx(head.bb.device, autocast):
             lg, ft = head.forward(head.batch([examples[i] for i in idx] * G),
@@ -297,7 +297,7 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
     prompt_fn = prompt_fn or (lambda p, step: p)
     dev_score = dev_score or (lambda p: evaluate(head, dev, p, cfg.eval_batch_size, cfg.eval_precision))
     run.start(dev_score(run.prompt.detach()))
-    bar = tqdm(range(1, cfg.steps + 1), desc=desc, leave=False, disable=not progress)
+    bar = progress_bar(range(1, cfg.steps + 1), desc=desc, nested=True, enabled=progress)
     for step, idx in zip(bar, batch_order(len(train), cfg.batch_size, seed)):
         batch = head.batch([train[i] for i in idx])
         with autocast_ctx(device, cfg.autocast):
@@ -310,6 +310,7 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
             bar.set_postfix(dev=f"{run.history[-1]['dev_acc']:.3f}", best=f"{run.best['dev']['acc']:.3f}")
         if run.stopped:
             break
+    bar.close()
     return run.result()
 
 

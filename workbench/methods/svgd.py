@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
+from workbench.engine.progress import progress_bar
 from workbench.learn.tuner import TuningError
 
 LOG_2PI = math.log(2 * math.pi)
@@ -188,7 +188,7 @@ def svgd(x0: torch.Tensor, density: GaussianMixtureDensity | None = None, iterat
     if record_every:
         frames.append(x.detach().cpu().clone())
         frame_its.append(0)
-    for it in tqdm(range(1, iterations + 1), desc="svgd", leave=False, disable=not progress):
+    for it in progress_bar(range(1, iterations + 1), desc="svgd", nested=True, enabled=progress):
         lp, score = score_fn(x)
         kern, sq, h2 = rbf_kernel(x)
         g = svgd_direction(x, score, kern, h2)

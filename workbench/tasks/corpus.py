@@ -22,11 +22,11 @@ from sklearn.decomposition import LatentDirichletAllocation
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.metrics import normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
-from tqdm.auto import tqdm
 
 from workbench.config import WorkbenchError
 from workbench.engine.backbones import _sha256
 from workbench.engine.data import _dirs, read_corpus
+from workbench.engine.progress import progress_bar
 from workbench.engine.runs import write_json
 
 METHODS, N_KEYWORDS = ("kmeans", "lda"), 8
@@ -68,7 +68,7 @@ def _encode_batches(backbone, texts: list[str], batch_size: int, max_length: int
     kw = {"use_cache": False} if backbone.family == "causal" else {}
     out = np.zeros((len(texts), backbone.hidden_size), dtype=np.float32)
     with torch.inference_mode():
-        for s in tqdm(range(0, len(texts), batch_size), desc="embed", unit="batch", disable=not progress):
+        for s in progress_bar(range(0, len(texts), batch_size), desc="embed", unit="batch", enabled=progress):
             idx = order[s:s + batch_size]
             batch = tok([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True,
                         return_tensors="pt")
