@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= runs/demo
 
-.PHONY: install demo test bench gpu-check clean
+.PHONY: install demo test bench gallery gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py
+
+# docs/figures.md and docs/figures/*.png: every notebook at tiny scale, every figure as a PNG (needs chromium)
+gallery: install
+	OMP_NUM_THREADS=2 TOKENIZERS_PARALLELISM=false $(BIN)/python docs/gallery.py
 
 # on a CUDA machine: throughput + MFU, batched meta-step, SVGD CUDA vs CPU, grid tuning, CUDA tests, smoke suite
 gpu-check: install

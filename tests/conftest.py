@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,42 @@ def tiny_tuning(tiny, toy_data):
                      PromptConfig(length=4), 32)
     init = torch.randn(4, bb.hidden_size, generator=torch.Generator().manual_seed(0)) * 0.3
     return head, kshot_split(ds, 4, 13), init
+
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def check_export(executed, min_figures: int = 1, static: bool | None = None) -> int:
+    """Export an executed notebook as ``jupyter nbconvert --to html`` does (nbconvert's HTMLExporter) and check that
+    every plotly figure it displayed is in the page: one static ``<img src="data:image/png...">`` per figure, or, where
+    static export (kaleido + Chromium) is unavailable (``static`` False), an interactive plotly div per figure; and
+    that nothing was printed by accident (no cell's value as an ``execute_result``). Returns the number of figures
+    (at least ``min_figures``)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from workbench.viz.output import static_export_available
+
+    static = static_export_available() is None if static is None else static
+    nb = nbformat.read(str(executed), as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    stray = [o["data"].get("text/plain") for o in outputs if o.get("output_type") == "execute_result"]
+    assert not stray, f"a cell's last expression printed its value by accident: {stray}"  # display/show/print only
+    figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
+    assert len(figures) >= min_figures, f"{executed}: {len(figures)} figures displayed, expected >= {min_figures}"
+    assert all("text/html" in o["data"] for o in figures), "a figure displayed without workbench.viz.output.show"
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    if static:
+        assert all("image/png" in o["data"] for o in figures), "a figure without its static image"
+        images = re.findall(r'<img[^>]*\ssrc="data:image/png;base64,', body)  # attributes come back sorted
+        assert len(images) == len(figures), "a figure is missing from the HTML export"
+    else:
+        assert body.count('class="plotly-graph-div"') >= len(figures), "a figure is missing from the HTML export"
+    return len(figures)
+
+
+def check_saved_figure(path) -> None:
+    """A figure written by ``workbench.viz.output.save_figure``: HTML that loads ``plotly.min.js`` from its folder."""
+    path = Path(path)
+    assert path.is_file() and (path.parent / "plotly.min.js").is_file(), path
+    assert 'src="plotly.min.js"' in path.read_text(), path

@@ -197,6 +197,7 @@ def test_test_limit_and_init_options(tiny, data_dir, tmp_path, monkeypatch):
 def test_results_notebook_under_papermill(full_run, tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
     import nbformat
+    from conftest import check_export, check_saved_figure
 
     nb_path = REPO / "notebooks" / "05_results.ipynb"
     nb = nbformat.read(nb_path, as_version=4)
@@ -213,7 +214,9 @@ def test_results_notebook_under_papermill(full_run, tmp_path, monkeypatch):
     res = tmp_path / "results"
     assert sorted(p.name for p in res.glob("*.html")) == ["bars.html", "k_curve.html", "learning_curves.html",
                                                           "ranks.html"]
-    assert all(p.stat().st_size > 1_000_000 for p in res.glob("*.html"))  # plotly.js embedded
+    for p in res.glob("*.html"):  # opens offline: plotly.min.js beside them
+        check_saved_figure(p)
+    assert check_export(executed) == 4  # 05_results.ipynb: each figure in the nbconvert HTML
     assert (res / "leaderboard.md").read_text() == (out / "leaderboard.md").read_text()
     csv = (res / "leaderboard.csv").read_text().splitlines()
     assert csv[0] == "method,toy k=2,toy k=4,avg rank" and len(csv) == 1 + len(METHODS)
@@ -226,12 +229,15 @@ def test_plots_on_a_benchmark(full_run, tmp_path):
     res = bp.load_benchmark(out)
     table = bp.cell_table(res)
     assert set(table["cell"]) == {"toy k=2", "toy k=4"} and table["rank"].between(1, len(METHODS)).all()
-    fig = bp.bars(res)
-    assert {t.name for t in fig.data} == set(METHODS) and all(t.error_y.array is not None for t in fig.data)
+    fig = bp.bars(res)  # dots ± std; zero-shot is a reference line, not a dot
+    assert {t.name for t in fig.data} == set(METHODS) - {"zero-shot"}
+    assert all(t.error_y.array is not None for t in fig.data)
+    assert any("zero-shot" in a.text for a in fig.layout.annotations) and fig.layout.yaxis.range[0] > 0
     kc = bp.k_curve(res)
-    assert {t.name for t in kc.data} == set(METHODS) and all(list(t.x) == [2, 4] for t in kc.data)
+    assert {t.name for t in kc.data} == set(METHODS) - {"zero-shot"} and all(list(t.x) == [2, 4] for t in kc.data)
     rp = bp.rank_plot(res)
     assert list(rp.data[0].y) == bp.method_order(res) and "rank" in rp.data[0].hovertemplate
+    assert rp.layout.xaxis.tick0 == 1 and 0.5 <= rp.layout.xaxis.range[0] < 1
     curves = bp.curve_table(res)
     tuned = [m for m in METHODS if m not in ("zero-shot", "linear-probe")]
     assert set(curves["method"]) == set(tuned) and sorted(set(curves["budget"])) == [0, 2, 4]

@@ -5,6 +5,8 @@ opens a copy of ``notebooks/00_quickstart.ipynb`` whose parameters cell points a
 all cells through JupyterLab's own "run all cells" command, and checks in the page that no cell shows an error, a
 plotly figure was drawn (an SVG inside ``.js-plotly-plot``) and the ipywidgets panel rendered (interactive=True).
 Screenshots go to ``test-artifacts/jupyterlab.png`` (the figure) and ``test-artifacts/jupyterlab-widgets.png``.
+Then every figure the notebook saved as HTML is opened from disk (file://, offline: the folder's shared plotly.min.js),
+screenshotted to ``test-artifacts/saved-<name>.png`` and checked not to be blank.
 
 The browser is Debian's ``chromium`` with its ``chromedriver`` (``apt-get install chromium chromium-driver``),
 driven by Selenium with explicit paths, so nothing is downloaded. Without them the test is skipped, saying why.
@@ -47,13 +49,16 @@ def _free_port() -> int:
 
 
 def _notebook_copy(tmp: Path, tiny_model: str) -> Path:
-    """00_quickstart.ipynb with a parameters cell for a tiny run (the rest of the notebook unchanged)."""
+    """00_quickstart.ipynb with a cell of overrides for a tiny run after its parameters cell (the rest unchanged)."""
     nb = json.loads((REPO / "notebooks" / "00_quickstart.ipynb").read_text())
     params = dict(dataset="toy", backbone=tiny_model, methods=["zero-shot", "linear-probe", "random"], k=4, seeds=[13],
                   steps=4, lr=0.01, prompt_length=4, max_length=32, out_dir="runs/quickstart", overwrite=True,
                   interactive=True)
-    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
-    cell["source"] = "\n".join(f"{k} = {v!r}" for k, v in params.items())
+    at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c["metadata"].get("tags", []))
+    injected = {"cell_type": "code", "id": "injected-parameters", "metadata": {"tags": ["injected-parameters"]},
+                "execution_count": None, "outputs": [],
+                "source": "\n".join(f"{k} = {v!r}" for k, v in params.items())}  # as papermill injects them
+    nb["cells"].insert(at + 1, injected)
     path = tmp / "quickstart.ipynb"
     path.write_text(json.dumps(nb))
     return path
@@ -98,7 +103,7 @@ def lab(tiny, tmp_path):
             if server.poll() is not None or time.time() > deadline:
                 raise RuntimeError(f"JupyterLab did not start: {(tmp_path / 'jupyterlab.log').read_text()[-2000:]}")
             time.sleep(0.5)
-        yield {"base": base, "token": token, "notebook": nb.name, "chrome": chrome, "driver": driver}
+        yield {"base": base, "token": token, "notebook": nb.name, "chrome": chrome, "driver": driver, "root": tmp_path}
     finally:
         server.terminate()
         try:
@@ -159,8 +164,31 @@ def test_quickstart_runs_in_jupyterlab_in_chromium(lab):
         time.sleep(0.5)
         driver.save_screenshot(str(ARTIFACTS / "jupyterlab-widgets.png"))
         assert (ARTIFACTS / "jupyterlab.png").stat().st_size > 10_000
+        _screenshot_saved_figures(driver, lab["root"] / "runs" / "quickstart")
     finally:
         driver.quit()
+
+
+def _screenshot_saved_figures(driver, run_dir: Path) -> None:
+    """Open each HTML figure the notebook saved (file://, offline: plotly.min.js from the same folder), wait for
+    plotly to draw it, screenshot it, and check the picture is not blank (many non-white pixels, several colours)."""
+    from PIL import Image
+
+    pages = sorted(p for p in run_dir.glob("*.html"))
+    assert len(pages) >= 2, f"expected at least two saved figures in {run_dir}, found {[p.name for p in pages]}"
+    assert (run_dir / "plotly.min.js").is_file()
+    for page in pages:
+        driver.get(page.as_uri())
+        _wait_js(driver, "return document.querySelectorAll('.js-plotly-plot .main-svg').length", 30,
+                 f"plotly to draw {page.name}")
+        time.sleep(0.5)
+        shot = ARTIFACTS / f"saved-{page.stem}.png"
+        driver.save_screenshot(str(shot))
+        img = Image.open(shot).convert("RGB").resize((350, 250))
+        pixels = list(img.getdata())
+        ink = sum(1 for r, g, b in pixels if min(r, g, b) < 200) / len(pixels)
+        colours = len({(r // 32, g // 32, b // 32) for r, g, b in pixels})
+        assert ink > 0.01 and colours >= 4, f"{shot} looks blank: {ink:.3%} non-white pixels, {colours} colour bins"
 
 
 def _wait(driver, ok, timeout, what):

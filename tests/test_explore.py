@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from workbench.viz.output import static_export_available
+
 from conftest import write_dataset
 from workbench.cli.main import main
 
@@ -292,17 +294,34 @@ def test_explore_command_writes_html_and_fails_cleanly(env, tmp_path, capsys):
                          "--method", "random", "--seed", "21", "--n-examples", "8"]) == 0
     names = {p.name for p in out.iterdir()}
     assert names == {"token_space.html", "trajectories.html", "distance_vs_accuracy.html", "prompt_similarity.html",
-                     "sentence_space.html", "nearest_words.csv"}
+                     "sentence_space.html", "nearest_words.csv", "plotly.min.js"}  # one plotly.js for all figures
     assert _explore_cli(["explore", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "nope" in err[-1] and not (tmp_path / "x").exists()
+    assert _explore_cli(["explore", "--runs", str(env["run"]), "--out", str(tmp_path / "y"), "--images", "png,gif"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "explore.images" in err[-1] and "gif" in err[-1] and not (tmp_path / "y").exists()
+
+
+@pytest.mark.skipif(static_export_available() is not None, reason=f"no static export: {static_export_available()}")
+def test_explore_command_writes_images_on_request(env, tmp_path):
+    out = tmp_path / "figs"
+    assert _explore_cli(["explore", "--runs", str(env["run"]), "--out", str(out), "--projection", "pca",
+                         "--method", "random", "--seed", "21", "--n-examples", "8", "--images", "png"]) == 0
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(p.name.replace(".html", ".png") for p in out.glob("*.html"))
+    assert all((out / p).read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
 def test_write_html(env, tmp_path):
     from workbench.viz import explore
 
-    paths = explore.write_html({"sim": explore.prompt_similarity(env["run"])}, tmp_path / "figs")
-    assert paths["sim"].stat().st_size > 1_000_000 and [p.name for p in (tmp_path / "figs").iterdir()] == ["sim.html"]
+    figs = {"sim": explore.prompt_similarity(env["run"]), "dist": explore.distance_vs_accuracy(env["run"])}
+    paths = explore.write_html(figs, tmp_path / "figs")
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["dist.html", "plotly.min.js", "sim.html"]
+    js = (tmp_path / "figs" / "plotly.min.js").stat().st_size
+    assert js > 1_000_000 and all(p.stat().st_size < js / 10 for p in paths.values())  # plotly.js once, shared
+    assert all('src="plotly.min.js"' in p.read_text() for p in paths.values())
 
 
 # ----------------------------------------------------------------------------------------------- notebook 04
@@ -338,12 +357,16 @@ def test_notebook_runs_headlessly_and_writes_the_figures(env, tmp_path, monkeypa
     if params["cluster_dir"]:
         expected.add("corpus_space")
     assert set(summary["figures"]) == expected
-    assert all((tmp_path / p).stat().st_size > 1_000_000 for p in summary["figures"].values())  # relative to cwd
+    figures = [tmp_path / p for p in summary["figures"].values()]  # relative to cwd
+    assert all(p.is_file() and 'src="plotly.min.js"' in p.read_text() for p in figures)  # one shared plotly.js
+    assert (tmp_path / "explorer" / "plotly.min.js").stat().st_size > 1_000_000
     words = (tmp_path / "explorer" / "nearest_words.csv").read_text().splitlines()
     assert len(words) == 1 + len(INITS) * len(SEEDS) * L
     text = out.read_text()
     assert "application/vnd.jupyter.widget-view+json" in text  # the explorer panel was displayed
     assert '"output_type": "error"' not in text
+    from conftest import check_export
+    assert check_export(out) == len(expected)  # 04_embedding_space.ipynb: each figure in the nbconvert HTML
 
 
 def test_explorer_panel_selects_points(env):

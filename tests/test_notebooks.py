@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import check_committed_clean
+from conftest import check_committed_clean, check_export, check_saved_figure
 
 papermill = pytest.importorskip("papermill")
 
@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "00_quickstart.ipynb"
 METHODS = ["zero-shot", "linear-probe", "random"]
 SEEDS = [13]
+TEST_LIMIT = 10  # of the toy set's 16 test examples
 
 
 def execute(tmp: Path, monkeypatch, data_dir: Path, **params) -> Path:
@@ -30,8 +31,9 @@ def execute(tmp: Path, monkeypatch, data_dir: Path, **params) -> Path:
 
 
 def tiny_params(tiny, **extra) -> dict:
-    return {**dict(dataset="toy", backbone=tiny["bert-mlm"], methods=METHODS, k=4, seeds=SEEDS, steps=4,
-                   prompt_length=4, max_length=32, out_dir="runs/quickstart", overwrite=True, interactive=False),
+    return {**dict(dataset="toy", backbone=tiny["bert-mlm"], methods=METHODS, k=4, seeds=SEEDS, steps=4, eval_every=2,
+                   snapshot_every=2, prompt_length=4, max_length=32, test_limit=TEST_LIMIT, out_dir="runs/quickstart",
+                   overwrite=True, interactive=False),
             **extra}
 
 
@@ -51,32 +53,39 @@ def quickstart_run(tiny, tmp_path_factory):
 
 
 def test_notebook_is_committed_clean_and_parameterised():
-    check_committed_clean(NOTEBOOK, ["dataset", "backbone", "methods", "k", "seeds", "steps", "lr", "prompt_length",
-                                     "max_length", "out_dir", "overwrite", "interactive"])
+    check_committed_clean(NOTEBOOK, ["dataset", "backbone", "methods", "k", "seeds", "steps", "lr", "eval_every",
+                                     "snapshot_every", "prompt_length", "max_length", "test_limit", "out_dir",
+                                     "overwrite", "interactive"])
 
 
 def test_notebook_writes_a_complete_run(quickstart_run):
     run, nb = quickstart_run
     results = json.loads((run / "results.json").read_text())
     assert sorted((r["method"], r["seed"]) for r in results["rows"]) == sorted((m, s) for m in METHODS for s in SEEDS)
-    assert all(r["dataset"] == "toy" and r["k"] == 4 for r in results["rows"])
+    assert all(r["dataset"] == "toy" and r["k"] == 4 and r["n_test"] == TEST_LIMIT for r in results["rows"])
+    assert results["config"]["test_limit"] == TEST_LIMIT and results["config"]["tune"]["eval_every"] == 2
     assert {(s["dataset"], s["method"]) for s in results["summary"]} == {("toy", m) for m in METHODS}
     assert all(s["n"] == len(SEEDS) and 0 <= s["test_acc_mean"] <= 1 for s in results["summary"])
     assert results["config"]["tune"]["steps"] == 4 and results["config"]["prompt"]["length"] == 4
     for seed in SEEDS:
         adapter = run / "adapters" / "toy" / "random" / f"seed{seed}"
         assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
+        assert any("snapshot" in p.name for p in adapter.iterdir())  # snapshot_every=2: notebook 04's trajectories
+    from workbench.viz.explore import distances  # what notebook 04 reads from this run (its default runs)
+
+    assert set(distances([str(run)])["method"]) == {"random"}
     assert not (run / "adapters" / "toy" / "zero-shot").exists()
-    html = run / "dev_curves.html"
-    assert html.is_file() and html.stat().st_size > 1_000_000  # plotly.js embedded: opens offline
+    check_saved_figure(run / "dev_curves.html")  # opens offline: plotly.min.js beside it
+    check_saved_figure(run / "summary_bars.html")
     assert (run / "metrics.jsonl").is_file() and (run / "config.json").is_file()
     text = nb.read_text()
-    assert "test acc" in text and "PapermillExecutionError" not in text
+    assert "test_acc" in text and "PapermillExecutionError" not in text
+    assert check_export(nb) == 2  # dev curves and summary bars, each in the nbconvert HTML
 
 
 def test_viz_on_the_notebook_run(quickstart_run, tmp_path):
-    from workbench.engine.runs import save_html
     from workbench.viz import runs as viz
+    from workbench.viz.output import save_figure
 
     run, _ = quickstart_run
     df = viz.load_metrics(run)
@@ -92,14 +101,16 @@ def test_viz_on_the_notebook_run(quickstart_run, tmp_path):
     assert list(curve.x) == sorted(evals["step"]) and "step" in curve.hovertemplate and "dev acc" in curve.hovertemplate
 
     bars = viz.summary_bars(run)
-    assert len(bars.data) == 1 and list(bars.data[0].x) == METHODS and bars.data[0].error_y.array is not None
+    assert [t.name for t in bars.data] == [m for m in METHODS if m != "zero-shot"]  # a dot ± std per method
+    assert all(t.error_y.array is not None for t in bars.data)
+    assert any("zero-shot" in a.text for a in bars.layout.annotations)  # zero-shot: a reference line
     table = viz.summary_table(run)
     assert list(table["method"]) == METHODS and {"test_acc", "test_acc_std", "n"} <= set(table.columns)
     assert table["test_acc"].between(0, 100).all()
 
-    path = save_html(bars, tmp_path / "figs" / "bars.html")
+    path = save_figure(bars, tmp_path / "figs" / "bars.html")
     assert path.is_file() and "<html" in path.read_text()[:500].lower()
-    assert [p.name for p in path.parent.iterdir()] == ["bars.html"]  # no temporary file left behind
+    assert sorted(p.name for p in path.parent.iterdir()) == ["bars.html", "plotly.min.js"]  # no temporary file
 
     with pytest.raises(ValueError, match="no_such_run"):
         viz.dev_curves(tmp_path / "no_such_run")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import check_committed_clean
+from conftest import PLOTLY_MIME, check_committed_clean, check_export, check_saved_figure
 
 papermill = pytest.importorskip("papermill")
 nbformat = pytest.importorskip("nbformat")
@@ -79,8 +79,9 @@ def test_nb01_runs_on_a_toy_corpus(tiny, tmp_path, monkeypatch):
     lines = (out / "assignments.jsonl").read_text().splitlines()
     assert [json.loads(ln)["cluster"] for ln in lines] == c.assignments.tolist()
     for name in ("cluster_map.html", "k_sweep.html"):
-        assert (out / name).stat().st_size > 1_000_000  # plotly.js embedded
+        check_saved_figure(out / name)
     assert "PapermillExecutionError" not in nb.read_text() and "purity" in nb.read_text()
+    assert check_export(nb) == 2  # 01_clustering.ipynb: the map and the K sweep, each in the nbconvert HTML
 
 
 def test_nb01_lda_with_k_panel(tiny, tmp_path, monkeypatch):
@@ -90,7 +91,7 @@ def test_nb01_lda_with_k_panel(tiny, tmp_path, monkeypatch):
                  n_clusters=3, limit=None, projection="pca", n_clusters_sweep=[], out_dir="runs/lda", interactive=True)
     res = json.loads((tmp_path / "runs" / "lda" / "results.json").read_text())
     assert res["method"] == "lda" and res["corpus"]["n"] == 42 and res["n_clusters_sweep"] is None
-    assert not (tmp_path / "runs" / "lda" / "k_sweep.html").exists()
+    assert not (tmp_path / "runs" / "lda" / "k_sweep.html").exists() and "no sweep over K" in nb.read_text()
     assert "application/vnd.jupyter.widget-view+json" in nb.read_text()  # the K panel was displayed
 
 
@@ -161,8 +162,8 @@ def test_meta_curves_from_metrics(tmp_path):
 # ----------------------------------------------------------------------------------------------- notebook 02
 NB02_PARAMS = ["method", "source", "labelled_sources", "labelled_datasets", "targets", "backbone", "pseudo_corpus",
                "pseudo_features", "pseudo_n_clusters", "labelled_k", "meta_steps", "meta_batch", "meta_eval_every", "k",
-               "seeds", "tune_steps", "prompt_length", "tune_max_length", "similarity", "similarity_steps", "out_dir",
-               "overwrite", "interactive"]
+               "seeds", "tune_steps", "tune_eval_every", "tune_snapshot_every", "prompt_length", "tune_max_length",
+               "test_limit", "similarity", "similarity_steps", "out_dir", "overwrite", "interactive"]
 
 
 def write_distinct(root: Path, name: str, topic: bool = False, n_per_class: int = 8, n_test: int = 4, seed: int = 0,
@@ -196,9 +197,9 @@ def test_nb02_meta_trains_compares_and_scatters(tiny, tmp_path, monkeypatch):
     # explicit sources: a named configuration (leave-one-out) would also take the shared datasets on the search path
     nb = execute(NB02, tmp_path, monkeypatch, data, method="fomaml", source="labelled",
                  labelled_datasets=["srca", "srcb"], targets=["toy"], backbone=tiny["bert"], labelled_k=2, meta_steps=2,
-                 meta_batch=2, meta_eval_every=1, k=2, seeds=[13, 21], tune_steps=2, prompt_length=2,
-                 tune_max_length=24, similarity=True, similarity_steps=2, out_dir="runs/m", overwrite=True,
-                 interactive=True)
+                 meta_batch=2, meta_eval_every=1, k=2, seeds=[13, 21], tune_steps=2, tune_eval_every=1,
+                 tune_snapshot_every=1, prompt_length=2, tune_max_length=24, test_limit=6, similarity=True,
+                 similarity_steps=2, out_dir="runs/m", overwrite=True, interactive=True)
     out = tmp_path / "runs" / "m"
     res = json.loads((out / "results.json").read_text())
     meta = res["meta_runs"]["toy"]
@@ -213,6 +214,8 @@ def test_nb02_meta_trains_compares_and_scatters(tiny, tmp_path, monkeypatch):
     assert config["labelled"]["datasets"] == ["srca", "srcb"]
     assert sorted({r["method"] for r in res["rows"]}) == ["meta-fomaml", "random", "vocab"]
     assert len(res["rows"]) == 6 and {r["seed"] for r in res["rows"]} == {13, 21}
+    assert all(r["n_test"] == 6 for r in res["rows"]) and res["fewshot_config"]["tune"]["eval_every"] == 1
+    assert (out / "fewshot" / "toy" / "adapters" / "toy" / "random" / "seed13" / "snapshots.json").is_file()
     by = {(r["method"], r["seed"]): r["test_acc"] for r in res["rows"]}
     g = {(x["baseline"]): x for x in res["gains"]}
     assert set(g) == {"random", "vocab"} and g["random"]["n"] == 2
@@ -222,9 +225,14 @@ def test_nb02_meta_trains_compares_and_scatters(tiny, tmp_path, monkeypatch):
     assert all(-1 <= sim[s]["embed_cos"] <= 1 and sim[s]["gain_mean"] == g["random"]["gain_mean"] for s in sim)
     for name in ("meta_curves_toy.html", "downstream_toy.html", "similarity_scatter.html",
                  "similarity_scatter_prompts.html"):
-        assert (out / name).stat().st_size > 1_000_000, name
+        check_saved_figure(out / name)
     assert (out / "similarity.csv").is_file() and (out / "fewshot" / "toy" / "results.json").is_file()
-    assert "PapermillExecutionError" not in nb.read_text()
+    text = nb.read_text()
+    assert "PapermillExecutionError" not in text and "meta-fomaml" in text and "one target" in text
+    assert check_export(nb) == 3  # 02_meta_training.ipynb: curves, downstream dots, similarity scatter
+    figures = [json.dumps(o["data"][PLOTLY_MIME]["data"]) for c in nbformat.read(nb, as_version=4).cells
+               for o in c.get("outputs", []) if PLOTLY_MIME in o.get("data", {})]
+    assert all('"file"' not in f for f in figures) and any('"meta-fomaml"' in f for f in figures)  # named init
     assert "application/vnd.jupyter.widget-view+json" in nb.read_text()  # the interactive widgets were displayed
 
 
@@ -235,7 +243,7 @@ def test_nb02_metapt_on_pseudo_tasks(tiny, tmp_path, monkeypatch):
     with corpus.open("a") as f:  # a corpus sentence that is also a target test text: removed before clustering
         leaked = json.loads((data / "toy" / "test.jsonl").read_text().splitlines()[0])["text"]
         f.write(json.dumps({"doc": 0, "text": leaked}) + "\n")
-    execute(NB02, tmp_path, monkeypatch, data, method="reptile", source="pseudo", targets=["toy"],
+    nb = execute(NB02, tmp_path, monkeypatch, data, method="reptile", source="pseudo", targets=["toy"],
             backbone=tiny["bert"], pseudo_corpus="brown", pseudo_features="tfidf", pseudo_n_clusters=3, meta_steps=2,
             meta_batch=2, k=2, seeds=[13], tune_steps=2, prompt_length=2, tune_max_length=24, similarity=True,
             out_dir="runs/p", overwrite=True, interactive=False)
@@ -246,3 +254,4 @@ def test_nb02_metapt_on_pseudo_tasks(tiny, tmp_path, monkeypatch):
     assert sorted({r["method"] for r in res["rows"]}) == ["meta-reptile", "random", "vocab"]
     assert res["similarity"] is None and not (out / "similarity_scatter.html").exists()  # labelled sources only
     assert (out / "meta_curves_toy.html").is_file() and (out / "downstream_toy.html").is_file()
+    assert "labelled sources only" in nb.read_text()  # the skipped view says why

@@ -58,9 +58,16 @@ def test_bayes_views_use_the_one_projection(dist):
 
 def test_umap_views(dist):
     pytest.importorskip("umap")
-    x = features()
+    x = features(n=60)
     assert np.array_equal(project_2d(x, "umap", n_neighbors=5), fit_projection(x, "umap", 0, 5, cache=False).coords)
-    fig = distribution_2d(dist, "umap")
+    g = torch.Generator().manual_seed(1)
+    big = torch.cat([torch.randn(20, 5, generator=g) + 3, torch.randn(20, 5, generator=g) - 3])
+    bb = SimpleNamespace(name="t", path="/t", hidden_size=5, device=torch.device("cpu"))
+    large = fit_distribution(big, BayesConfig(iterations=20, record_every=5), 2, 0, bb)  # 40 + 2 x 40 points
+    fig = distribution_2d(large, "umap")
+    assert fig.layout.meta["projection"] == "umap" and "UMAP" in fig.layout.title.text
     assert not any("2σ" in (t.name or "") for t in fig.data)  # no covariance ellipses in a UMAP map
     assert all(np.isfinite(np.asarray(t.x, float)).all() for t in fig.data)
-    assert len(svgd_animation(dist, "umap").frames) == 5
+    assert len(svgd_animation(large, "umap").frames) == 5
+    small = distribution_2d(dist, "umap")  # 12 points + 2 x 12 particles: too few for UMAP, so PCA, said so
+    assert small.layout.meta["projection"] == "pca" and "UMAP needs ≥ 50 points; 36 given" in small.layout.title.text

@@ -20,7 +20,12 @@ def test_failed_run_leaves_nothing_behind(tmp_path):
             run.log({"step": 1})
             raise RuntimeError("boom")
     assert not out.exists()
-    assert list((tmp_path / "runs").iterdir()) == []
+    assert not (tmp_path / "runs").exists()  # the folder the run created for itself is gone too
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(RuntimeError):
+        with RunDir(tmp_path / "kept" / "a" / "b" / "r2"):
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == [tmp_path / "kept"] and list((tmp_path / "kept").iterdir()) == []
 
 
 def test_run_commits_and_refuses_to_overwrite(tmp_path):

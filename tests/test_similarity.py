@@ -11,6 +11,7 @@ import pytest
 from workbench.experiments import similarity as S
 from workbench.config import PromptConfig, TuneConfig
 from workbench.engine.data import Dataset, Example
+from workbench.viz import similarity as VS
 
 POS = ["great", "wonderful", "good", "excellent", "amazing", "lovely", "fun", "brilliant"]
 NEG = ["terrible", "awful", "bad", "boring", "horrible", "dull", "poor", "stupid"]
@@ -164,7 +165,7 @@ def test_join_scatter_and_files(tmp_path):
     assert len(t) == 3 and "cola" not in set(t["target"])  # no gain for cola
     assert t.set_index("source").loc["agnews", "gain_mean"] == pytest.approx(0.125)
     assert t.set_index("source").loc["subj", "gain_mean"] == pytest.approx(-0.05)
-    fig = S.scatter(t)
+    fig = VS.scatter(t)
     assert sorted(tr.name for tr in fig.data) == ["mr · mpt-maml", "sst2 · mpt-maml"]
     sst = next(tr for tr in fig.data if tr.name.startswith("sst2"))
     assert list(sst.x) == [0.9, 0.2] and list(sst.y) == pytest.approx([12.5, 12.5])
@@ -172,11 +173,13 @@ def test_join_scatter_and_files(tmp_path):
     assert "+20.0, +5.0" in sst.customdata[0][3]
     assert "Spearman" in fig.layout.title.text
     with pytest.raises(S.SimilarityError, match="no column"):
-        S.scatter(t, x="nope")
+        VS.scatter(t, x="nope")
     with pytest.raises(S.SimilarityError, match="cola"):
         S.join(sim[sim["target"] == "cola"], g)
-    out = S.write_outputs(tmp_path / "sim", t, {"note": "x"}, {"similarity_scatter": fig})
-    assert (out / "similarity_scatter.html").stat().st_size > 1_000_000
+    out = S.write_outputs(tmp_path / "sim", t, {"note": "x"})
+    assert not list(out.glob("*.html"))  # figures are the viz layer's (workbench.viz.similarity)
+    with pytest.raises(S.SimilarityError, match="save_figure"):
+        S.write_outputs(tmp_path / "sim2", t, figures={"similarity_scatter": fig})
     back = json.loads((out / "similarity.json").read_text())
     assert len(back["rows"]) == 3 and back["info"] == {"note": "x"}
     assert pd.read_csv(out / "similarity.csv")["source"].tolist() == list(t["source"])

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from conftest import check_committed_clean
+from conftest import check_committed_clean, check_export, check_saved_figure
 
 papermill = pytest.importorskip("papermill")
 
@@ -44,7 +45,7 @@ def test_notebook_runs_on_tiny_inputs(tiny, tmp_path, monkeypatch):
     papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "executed.ipynb"), kernel_name="python3",
                                parameters=params, cwd=str(tmp_path), progress_bar=False, execution_timeout=300)
     out = tmp_path / "runs" / "supmer"
-    assert (out / "curriculum.html").stat().st_size > 100_000
+    check_saved_figure(out / "curriculum.html")
     for name in ("full", "no-psi", "no-mixup"):
         assert (out / f"meta-{name}" / "results.json").is_file()
     assert (out / "meta-full" / "psi" / "psi.json").is_file() and not (out / "meta-no-psi" / "psi").exists()
@@ -57,8 +58,13 @@ def test_notebook_runs_on_tiny_inputs(tiny, tmp_path, monkeypatch):
     dg = (out / "domain_gen" / "table.csv").read_text().splitlines()
     assert dg[0].split(",")[1:] == ["toy (in-domain)", "toy2", "train-dev gap"]
     assert [l.split(",")[0] for l in dg[1:]] == ["random", "supmer", "supmer+psi"]
-    abl = (out / "ablations.csv").read_text().splitlines()
-    assert [l.split(",")[0] for l in abl[1:]] == ["full", "no-psi", "no-mixup"]
-    assert abl[1].split(",")[1:3] == ["True", "True"] and abl[2].split(",")[1:3] == ["False", "True"]
+    abl = pd.read_csv(out / "ablations.csv")
+    assert list(abl["run"]) == ["full", "no-psi", "no-mixup"]
+    assert list(abl["psi"]) == [True, False, True] and list(abl["mixup"]) == [True, True, False]
+    dg_table = pd.read_csv(out / "domain_gen" / "table.csv", index_col=0)
+    for column in dg_table.columns:  # the same run reads the same in both tables (full SUPMER = the supmer row)
+        assert str(abl.loc[0, f"test: {column}"]) == str(dg_table.loc["supmer", column]), column
+    assert {"test: toy (in-domain)", "test: toy2"} <= set(abl.columns)  # ablations tested on every domain too
     text = (tmp_path / "executed.ipynb").read_text()
     assert "nss" in text and "scc" in text and "PapermillExecutionError" not in text
+    assert check_export(tmp_path / "executed.ipynb") == 1  # 02b_supmer.ipynb: the curriculum

@@ -75,9 +75,13 @@ class ExploreConfig:
     cluster_dir: str | None = knob(None, "a `cluster` run to draw with the target data")
     bayes_dir: str | None = knob(None, "a `bayes` run (or saved distribution) whose particles to draw")
     out: str = knob("runs/explore", "folder for the HTML files and nearest_words.csv")
+    images: list[str] = knob([], "also write each figure as these images: png and/or svg (kaleido + Chromium)")
 
     def __post_init__(self):
         check_choices(self, "explore")
+        bad = [f for f in self.images if f not in ("png", "svg")]
+        if bad:
+            raise ConfigError(f"explore.images: unknown format(s) {bad}; expected any of ['png', 'svg']")
 
 
 @dataclass

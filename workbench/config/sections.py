@@ -351,6 +351,8 @@ class FewShotConfig:
     methods: list[str] = knob(["zero-shot", "linear-probe", "random", "vocab"], "baselines and/or registered inits")
     k: int = knob(16, "examples per class for train, and again for dev")
     seeds: list[int] = knob(list(DEFAULT_SEEDS), "k-shot split and init seeds")
+    test_limit: int | None = knob(None, "cap on each test set for a quick look (a seeded subsample, the same for "
+                                  "every seed and method); None = the full test set")
     out: str = knob("runs/fewshot", "run directory")
     overwrite: bool = knob(False, "replace an existing run directory")
     backbone: BackboneConfig = section(BackboneConfig, "the frozen model")
@@ -366,6 +368,9 @@ class FewShotConfig:
 
     def __post_init__(self):
         check_positive(self, "fewshot", ("k",))
+        if self.test_limit is not None and (isinstance(self.test_limit, bool) or not isinstance(self.test_limit, int)
+                                            or self.test_limit < 1):
+            raise ConfigError(f"test_limit must be None or an integer >= 1, got {self.test_limit!r}")
         for name in ("seeds", "datasets", "methods"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} must name at least one {name[:-1]}")

@@ -88,12 +88,14 @@ class RunDir:
     """
 
     def __init__(self, out: str | Path, overwrite: bool = False, wait: bool = False):
+        self._made = _missing_parents(Path(out))  # folders this run creates: removed again if it fails
         self.lock = RunLock(out, wait=wait)  # one process per run directory, from the check to the rename
         self.lock.acquire()
         try:
             self.final = check_out_dir(out, overwrite)
         except BaseException:
             self.lock.release()
+            _remove_if_empty(self._made)
             raise
         self.overwrite = overwrite
         self.final.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,23 @@ class RunDir:
         tracking.close(self.path)
         shutil.rmtree(self.path, ignore_errors=True)
         self.lock.release()
+        _remove_if_empty(self._made)
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The ancestors of ``path`` that do not exist yet, deepest first."""
+    missing, p = [], path.absolute().parent
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed run created (deepest first), each only if nothing else was put in it."""
+    for d in folders:
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -290,13 +309,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):  # no git, or it hangs
         return None
 
-
-def save_html(fig, path) -> Path:
-    """Write ``fig`` as a self-contained HTML page (plotly.js embedded) through a temporary file and a rename."""
-
-    path = Path(path)
-    atomic_write(path, fig.to_html(include_plotlyjs=True, full_html=True))
-    return path
 
 SNAP_TENSORS, SNAP_JSON = "snapshots.safetensors", "snapshots.json"
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from workbench.config import ConfigError, FewShotConfig, from_dict, to_dict
 from workbench.engine.backbones import Backbone, load_backbone, set_threads
 from workbench.engine.data import load_dataset
 from workbench.engine.heads import make_head
+from workbench.engine.progress import progress_bar
 from workbench.engine.runs import (
     RunDir,
     check_out_dir,
@@ -26,7 +26,7 @@ from workbench.engine.runs import (
     save_prompt,
     save_snapshots,
 )
-from workbench.engine.splits import kshot_split
+from workbench.engine.splits import kshot_split, subsample
 from workbench.engine.templates import resolve_format
 from workbench.experiments.baselines import linear_probe
 from workbench.experiments.executors import FAILED, Executor, WorkerJob, failures, job_token
@@ -68,6 +68,10 @@ def prepare(cfg: FewShotConfig, backbone: Backbone) -> list[Prepared]:
         if any(m in INITS for m in cfg.methods):
             head.check_prompt_length(cfg.prompt.length)
         splits = {seed: kshot_split(ds, cfg.k, seed) for seed in cfg.seeds}
+        if cfg.test_limit is not None:  # a quick look: the same seeded test subsample for every seed and method
+            test = subsample(ds.splits["test"], cfg.test_limit)
+            for sp in splits.values():
+                sp.test = test
         if cfg.tune.selection == "cv" and any(m in INITS for m in cfg.methods):  # refused before any training
             for seed, sp in splits.items():
                 stratified_folds(sp.train + sp.dev, cfg.tune.cv_folds, seed, f"in {ds.name} k={cfg.k} seed {seed}")
@@ -95,7 +99,7 @@ def run_fewshot(cfg: FewShotConfig, backbone: Backbone | None = None, progress: 
     keys, failed = plan(cfg), []
     with RunDir(cfg.out, cfg.overwrite) as run:
         run.write_json("config.json", to_dict(cfg))
-        bar = tqdm(total=len(keys), desc="fewshot", disable=not progress, unit="row")
+        bar = progress_bar(total=len(keys), desc="fewshot", enabled=progress, unit="row")
         rows: list[dict] = []
 
         def on_row(row: dict, records=()):
@@ -142,10 +146,10 @@ def fewshot_row(cfg: FewShotConfig, prep: Prepared, key: tuple, backbone, run, p
     name, k, method, seed = key
     ds, split, t0 = prep.dataset, prep.splits[seed], time.perf_counter()
     base = {"dataset": ds.name, "method": method, "seed": seed, "k": k, "n_train": len(split.train),
-            "n_dev": len(split.dev), "n_test": len(ds.splits["test"])}
+            "n_dev": len(split.dev), "n_test": len(split.test)}
     if method in BASELINES:
         if name not in zs_tests:
-            zs_tests[name] = evaluate(prep.head, ds.splits["test"], None, cfg.tune.eval_batch_size,
+            zs_tests[name] = evaluate(prep.head, split.test, None, cfg.tune.eval_batch_size,
                                       cfg.tune.eval_precision, features=True, progress=progress,
                                       desc=f"{ds.name} test (no prompt)")
         row = _baseline(method, prep.head, split, zs_tests[name], cfg, seed)

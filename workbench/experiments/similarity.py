@@ -16,8 +16,8 @@ For a target dataset and each source dataset (after the sources are decontaminat
 
 :func:`gains` turns harness result rows into the gain of a meta init over a baseline per target (paired per-seed
 differences of test accuracy: mean, sample std, the differences), :func:`join` attaches each target's gain to its
-(target, source) similarity rows, :func:`scatter` draws similarity against gain (plotly, hover with the numbers) and
-:func:`write_outputs` saves the table (CSV + JSON) and the figure (HTML). Figures are returned, never displayed.
+(target, source) similarity rows and :func:`write_outputs` saves the table (CSV + JSON). The figures (similarity
+against gain) are drawn by :mod:`workbench.viz.similarity`.
 """
 from __future__ import annotations
 
@@ -29,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
-from tqdm.auto import tqdm
 
 from workbench.config import (
     SimilarityConfig,
@@ -40,7 +38,8 @@ from workbench.config import (
 )
 from workbench.engine.data import load_dataset
 from workbench.engine.heads import make_head
-from workbench.engine.runs import RunError, atomic_write, read_json, read_run, save_html, write_json
+from workbench.engine.progress import progress_bar
+from workbench.engine.runs import RunError, atomic_write, read_json, read_run, write_json
 from workbench.engine.splits import decontaminate, kshot_split, texts_of
 from workbench.engine.templates import resolve_format
 from workbench.learn.inits import InitContext, make_prompt
@@ -164,7 +163,7 @@ def task_similarity(backbone, target, sources, cfg: SimilarityConfig | None = No
              "embed_cos": cosine(e_target, emb(s))} for s, r in zip(sources, records)]
     per_seed: list[dict] = []
     if cfg.prompts:
-        bar = tqdm(total=len(cfg.seeds) * (1 + len(sources)), desc="task prompts", disable=not progress)
+        bar = progress_bar(total=len(cfg.seeds) * (1 + len(sources)), desc="task prompts", enabled=progress)
         for seed in cfg.seeds:
             t = tune_task_prompt(backbone, target, cfg, seed)
             bar.update(1)
@@ -247,52 +246,17 @@ def join(similarity: pd.DataFrame, gain: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-# ----------------------------------------------------------------------------------------------- figure, files
-def _rank_corr(x, y) -> float:
-    ok = ~(np.isnan(x) | np.isnan(y))
-    if ok.sum() < 3:
-        return float("nan")
-    rx, ry = pd.Series(x[ok]).rank().to_numpy(), pd.Series(y[ok]).rank().to_numpy()
-    return cosine(rx - rx.mean(), ry - ry.mean())
-
-
-def scatter(table: pd.DataFrame, x: str = "embed_cos", y: str = "gain_mean", title: str | None = None):
-    """Similarity (``x``) against gain (``y``, shown in points), one colour per target and method, error bars = the
-    gain's std over seeds; hover: source, target, method, the similarity, gain ± std, per-seed differences, removed
-    texts. The title gives Spearman's rho over all points (3 or more)."""
-    if x not in table or y not in table:
-        raise SimilarityError(f"table has no column {x if x not in table else y!r}; columns: {list(table.columns)}")
-    fig, pts = go.Figure(), 100.0
-    groups = table.groupby(["target", "method"], sort=False) if "method" in table else table.groupby(["target"])
-    for key, t in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        diffs = [", ".join(f"{pts * d:+.1f}" for d in ds) for ds in t.get("diffs", [[]] * len(t))]
-        custom = np.stack([t["source"], t["target"], t.get("method", [""] * len(t)), diffs,
-                           t.get("n_removed", [0] * len(t)), pts * t.get("gain_std", 0 * t[y])], axis=1)
-        fig.add_trace(go.Scatter(
-            x=t[x], y=pts * t[y], mode="markers+text", text=t["source"], textposition="top center",
-            name=" · ".join(str(k) for k in key), customdata=custom, marker=dict(size=11),
-            error_y=dict(type="data", array=pts * t["gain_std"], visible=True) if "gain_std" in t else None,
-            hovertemplate=(f"source %{{customdata[0]}} → target %{{customdata[1]}}<br>method %{{customdata[2]}}<br>"
-                           f"{x} %{{x:.3f}}<br>gain %{{y:+.1f}} ± %{{customdata[5]:.1f}} points<br>"
-                           f"per seed: %{{customdata[3]}}<br>source texts removed: %{{customdata[4]}}<extra></extra>")))
-    rho = _rank_corr(table[x].to_numpy(float), table[y].to_numpy(float))
-    base = table["baseline"].iloc[0] if "baseline" in table else "baseline"
-    fig.update_layout(
-        title=(title or f"Task similarity vs gain over {base}")
-        + (f" (Spearman ρ = {rho:.2f}, {len(table)} points)" if not math.isnan(rho) else ""),
-        xaxis_title=x, yaxis_title="gain in test accuracy (points)", template="plotly_white",
-        legend_title_text="target · method", hovermode="closest")
-    return fig
-
-
+# ----------------------------------------------------------------------------------------------- files
 def write_outputs(out_dir, table: pd.DataFrame, info: dict | None = None, figures: dict | None = None) -> Path:
-    """Write ``similarity.csv``, ``similarity.json`` (rows + info) and ``<name>.html`` per figure into ``out_dir``."""
+    """Write ``similarity.csv`` and ``similarity.json`` (rows + info) into ``out_dir``. Figures are drawn and saved
+    by the viz layer (:func:`workbench.viz.similarity.similarity_figures`, :func:`workbench.viz.output.save_figure`);
+    ``figures`` is refused (it is kept in the signature so that an old call fails with this explanation)."""
+    if figures:
+        raise SimilarityError(f"write_outputs(figures={sorted(figures)}): figures are no longer written here; save "
+                              "them with workbench.viz.output.save_figure (see workbench.viz.similarity)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "similarity.csv", table.to_csv(index=False))
     rows = json.loads(table.to_json(orient="records"))  # NaN -> null
     write_json(out / "similarity.json", {"rows": rows, "info": info or {}})
-    for name, fig in (figures or {}).items():
-        save_html(fig, out / f"{name}.html")
     return out

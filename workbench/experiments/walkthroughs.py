@@ -36,7 +36,7 @@ from workbench.engine.backbones import load_backbone, set_threads
 from workbench.engine.runs import RunDir, environment, read_run, write_json
 from workbench.experiments.domain_gen import domain_generalisation
 from workbench.experiments.fewshot import run_fewshot, summarise
-from workbench.experiments.similarity import _rows_of, gains, join, scatter, task_similarity
+from workbench.experiments.similarity import _rows_of, gains, join, task_similarity
 from workbench.learn.metatrain import meta_backbone, run_meta_training  # noqa: F401  (meta_backbone: notebook 02)
 from workbench.tasks.corpus import Clustering, brown_genres, cluster_corpus, save_clustering
 from workbench.tasks.labelled import CONFIGURATIONS, resolve_sources
@@ -150,9 +150,9 @@ def similarity_to_sources(backbone, cfg: SimilarityConfig, rows=None, datasets=N
     """``workbench similarity``: the similarity of each of ``cfg.targets`` to its sources (:func:`similarity_sources`
     of ``cfg.sources`` or ``datasets``), and, given result ``rows`` (else read from ``cfg.runs``), each target's
     gain of ``cfg.method`` over ``cfg.baseline`` joined to its rows. Returns ``{"table", "info" (target -> details),
-    "sources" (target -> names), "figures" (name -> plotly figure: the similarity-vs-gain scatters, when there are
-    gains)}``; ``log(record)`` gets one record per target. Write it with
-    :func:`workbench.experiments.similarity.write_outputs`."""
+    "sources" (target -> names)}``; ``log(record)`` gets one record per target. Write it with
+    :func:`workbench.experiments.similarity.write_outputs`; draw it with
+    ``workbench.viz.similarity.similarity_figures(res["table"], res["info"])``."""
     if not cfg.targets:
         raise ConfigError("similarity needs targets (the target datasets)")
     if rows is None and cfg.runs:
@@ -166,13 +166,10 @@ def similarity_to_sources(backbone, cfg: SimilarityConfig, rows=None, datasets=N
         tables.append(table)
         if log:
             log({"event": "target", "target": t, "sources": names[t], "rows": table.to_dict(orient="records")})
-    table, figures = pd.concat(tables, ignore_index=True), {}
+    table = pd.concat(tables, ignore_index=True)
     if rows:
         table = join(table, gains(rows, cfg.method, cfg.baseline))
-        figures["similarity_scatter"] = scatter(table, "embed_cos")
-        if cfg.prompts:
-            figures["similarity_scatter_prompts"] = scatter(table, "update_cos_flat")
-    return {"table": table, "info": info, "sources": names, "figures": figures}
+    return {"table": table, "info": info, "sources": names}
 
 
 # ----------------------------------------------------------------------------------------------- SUPMER
@@ -224,12 +221,14 @@ def supmer_ablation_table(runs: dict, dg: dict | None = None) -> pd.DataFrame:
 
 def supmer_in_domain(cfg: DomainGenConfig, runs: dict, backbone=None, progress: bool = False) -> dict:
     """Each meta-training run's prompt (name -> run directory or results dict) tuned on ``cfg.source`` with the
-    ``supmer`` init and tested in-domain (no targets, no run directory): name -> the
+    ``supmer`` init and tested on the source and on ``cfg.targets`` exactly as :func:`domain_gen_run` tests its
+    ``supmer`` row (the same source pool, decontaminated against every target test set, hence the same k-shot splits;
+    the same test subsamples; no run directory): name -> the
     :func:`~workbench.experiments.domain_gen.domain_generalisation` result, for :func:`supmer_ablation_table`."""
     bb = backbone or load_backbone(cfg.backbone)
-    return {name: domain_generalisation(bb, ["supmer"], cfg.source, [], cfg.k, cfg.seeds, cfg.tune, cfg.prompt,
-                                        test_limit=cfg.test_limit, meta_run=run["out"] if isinstance(run, dict) else run,
-                                        progress=progress)
+    return {name: domain_generalisation(bb, ["supmer"], cfg.source, cfg.targets, cfg.k, cfg.seeds, cfg.tune,
+                                        cfg.prompt, test_limit=cfg.test_limit, progress=progress,
+                                        meta_run=run["out"] if isinstance(run, dict) else run)
             for name, run in runs.items()}
 
 

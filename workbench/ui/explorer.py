@@ -9,8 +9,11 @@ trajectory step, a label anchor) shows that point's hover text. Every figure com
 """
 from __future__ import annotations
 
+import importlib.util
+
 import ipywidgets as w
 import numpy as np
+import plotly.graph_objects as go
 from IPython.display import display
 
 from workbench.config import WorkbenchError
@@ -26,11 +29,7 @@ VIEWS = ("token space", "trajectories", "sentence space")
 
 def clickable_available() -> bool:
     """Whether plotly 7's ``FigureWidget`` can be built here (it is an ``anywidget``)."""
-    try:
-        import anywidget  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return importlib.util.find_spec("anywidget") is not None
 
 
 def clickable(fig, on_point):
@@ -39,7 +38,6 @@ def clickable(fig, on_point):
     if not clickable_available():
         return fig, False
     try:
-        import plotly.graph_objects as go
         widget = go.FigureWidget(fig)
     except ImportError:  # a plotly whose FigureWidget needs something else missing here
         return fig, False
@@ -116,7 +114,7 @@ def explorer_panel(run_dirs: list, dataset: str | None = None, projection: str =
                 panel_figure["figure"], _ = clickable(fig, on_point)
                 fig = panel_figure["figure"]
                 display(fig)
-            except WorkbenchError as e:  # bad input only (a bug keeps its traceback): show the reason in the panel; the kernel stays usable
+            except WorkbenchError as e:  # bad input only (a bug keeps its traceback): the reason, in the panel
                 state.clear()
                 print(f"{type(e).__name__}: {e}")
         show_point()

@@ -14,12 +14,13 @@ from IPython.display import display
 
 from workbench.config import BackboneConfig, FewShotConfig, PromptConfig, TuneConfig, WorkbenchError
 from workbench.engine.data import list_datasets
-from workbench.experiments.fewshot import format_summary, known_methods, run_fewshot
+from workbench.experiments.fewshot import known_methods, run_fewshot
+from workbench.viz.output import show
 from workbench.viz.runs import dev_curves, summary_table
 
 DEFAULTS = {"dataset": "sst2", "backbone": "minilm", "methods": ["zero-shot", "linear-probe", "random", "vocab"],
-            "k": 16, "seeds": [13, 21, 42], "steps": 200, "lr": 0.01, "prompt_length": 20, "max_length": 128,
-            "out_dir": "runs/quickstart"}
+            "k": 16, "seeds": [13, 21, 42], "steps": 200, "lr": 0.01, "eval_every": 5, "snapshot_every": 0,
+            "prompt_length": 20, "max_length": 128, "test_limit": None, "out_dir": "runs/quickstart"}
 
 
 def fresh_out_dir(out_dir: str) -> Path:
@@ -34,10 +35,13 @@ def fresh_out_dir(out_dir: str) -> Path:
 
 def make_config(p: dict, out: str | Path) -> FewShotConfig:
     """The run config from the panel's (or the notebook's) parameters; ConfigError names a bad value."""
+    p = {**DEFAULTS, **p}
+    tune = TuneConfig(steps=int(p["steps"]), lr=float(p["lr"]), eval_every=int(p["eval_every"]),
+                      snapshot_every=int(p["snapshot_every"]), max_length=int(p["max_length"]))
     return FewShotConfig(datasets=[p["dataset"]], methods=list(p["methods"]), k=int(p["k"]),
-                         seeds=[int(s) for s in p["seeds"]], out=str(out), overwrite=False,
-                         backbone=BackboneConfig(name=p["backbone"]), prompt=PromptConfig(length=int(p["prompt_length"])),
-                         tune=TuneConfig(steps=int(p["steps"]), lr=float(p["lr"]), max_length=int(p["max_length"])))
+                         seeds=[int(s) for s in p["seeds"]], test_limit=p["test_limit"], out=str(out), overwrite=False,
+                         backbone=BackboneConfig(name=p["backbone"]),
+                         prompt=PromptConfig(length=int(p["prompt_length"])), tune=tune)
 
 
 def quickstart_panel(defaults: dict, run_fn=None):
@@ -46,8 +50,6 @@ def quickstart_panel(defaults: dict, run_fn=None):
     ``run_fn(cfg) -> results`` defaults to ``run_fewshot``. The returned VBox has ``.controls`` (name -> widget),
     ``.run_button``, ``.output`` and ``.runs`` (the run directories written so far) for scripting and tests.
     """
-
-
     p = {**DEFAULTS, **(defaults or {})}
     run_fn = run_fn or (lambda cfg: run_fewshot(cfg, progress=True))
     datasets = list_datasets()
@@ -86,10 +88,9 @@ def quickstart_panel(defaults: dict, run_fn=None):
                 run_dir = results.get("out", str(out))
                 panel.runs.append(run_dir)
                 status.value = f"done in {results.get('wall_s', 0):.1f} s: <code>{run_dir}</code>"
-                print(format_summary(results["summary"]))
-                display(summary_table(run_dir))
-                display(dev_curves(run_dir))
-            except WorkbenchError as e:  # bad input only (a bug keeps its traceback): show the one-line reason in the panel; the kernel stays usable
+                display(summary_table(run_dir).round(1))
+                show(dev_curves(run_dir))
+            except WorkbenchError as e:  # bad input only (a bug keeps its traceback): one line, the kernel stays usable
                 status.value = f"<b style='color:#b00'>failed:</b> {type(e).__name__}: {e}"
                 print(f"{type(e).__name__}: {e}")
             finally:

@@ -5,7 +5,12 @@
 - :func:`trajectories`: each prompt slot's path through its snapshots, from the init (step 0) to the best-on-dev
   prompt; :func:`distance_vs_accuracy`: distance travelled (L2 and cosine) against test accuracy, per init x seed.
 - :func:`prompt_similarity`: similarity of the final prompts of all inits x seeds; :func:`nearest_words_table`.
-- sentence and corpus views are in :mod:`workbench.explore_sentence` (re-exported here).
+- sentence and corpus views are in :mod:`workbench.viz.sentence` (re-exported here).
+
+Style (:mod:`workbench.viz.style`): an init has its :func:`~workbench.viz.style.init_colour` in every view, accuracy
+is in %, titles name the dataset, k, seeds and test size where the runs record them and never a file-system path
+(the backbone is named by its folder's name; paths stay in ``layout.meta``). A UMAP asked of too few points is PCA,
+and the title says so (:data:`workbench.viz.projection.UMAP_MIN_POINTS`).
 
 Slot matching in :func:`prompt_similarity`: ``"aligned"`` compares slot i with slot i (the mean of the L cosines;
 meaningful because the position of a slot in the input is fixed); ``"hungarian"`` first pairs the slots of the two
@@ -23,7 +28,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.optimize import linear_sum_assignment
 
-from workbench.engine.runs import save_html
 from workbench.viz.explore_data import (  # noqa: F401  (the explorer's one namespace for notebook 04 and the CLI)
     ExploreError,
     PromptRun,
@@ -31,10 +35,11 @@ from workbench.viz.explore_data import (  # noqa: F401  (the explorer's one name
     format_neighbours,
     load_prompt_runs,
     nearest_tokens,
+    short_name,
     vocab_sample,
 )
-from workbench.viz.projection import fit_projection, joint_coords
-from workbench.viz.runs import _PALETTE
+from workbench.viz.output import save_figure
+from workbench.viz.projection import fit_projection, joint_coords, with_projection
 from workbench.viz.sentence import (  # noqa: F401  (re-exported: the explorer's one namespace)
     corpus_space,
     label_anchors,
@@ -42,12 +47,20 @@ from workbench.viz.sentence import (  # noqa: F401  (re-exported: the explorer's
     sentence_features,
     sentence_space,
 )
+from workbench.viz.style import colour_map, pct, styled, title
+
+__all__ = [  # the explorer's one namespace (notebook 04, the CLI, the panel), re-exports included
+    "ExploreError", "PromptRun", "backbone_for", "format_neighbours", "load_prompt_runs", "nearest_tokens",
+    "short_name", "vocab_sample", "corpus_space", "label_anchors", "particles_space", "sentence_features",
+    "sentence_space", "runs_title", "token_space", "trajectories", "distances", "distance_vs_accuracy",
+    "similarity_matrix", "prompt_similarity", "nearest_words_table", "write_html", "explore_figures", "write_explore",
+]
 
 _SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "x", "star", "pentagon", "hexagon", "triangle-down")
 
 
 def _colours(runs: list[PromptRun]) -> dict:
-    return {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(dict.fromkeys(r.method for r in runs))}
+    return colour_map(dict.fromkeys(r.method for r in runs))
 
 
 def _symbols(runs: list[PromptRun]) -> dict:
@@ -55,7 +68,19 @@ def _symbols(runs: list[PromptRun]) -> dict:
 
 
 def _acc(x) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+    return "n/a" if x is None else f"{pct(x):.1f}%"
+
+
+def _one(values):
+    values = {v for v in values if v is not None}
+    return next(iter(values)) if len(values) == 1 else None
+
+
+def runs_title(what: str, runs: list[PromptRun], extra: str | None = None) -> str:
+    """:func:`workbench.viz.style.title` for prompt runs: dataset, k and test size when all runs share them, the
+    number of seeds."""
+    return title(what, _one(r.dataset for r in runs), _one(r.k for r in runs), len({r.seed for r in runs}),
+                 _one(r.n_test for r in runs), extra)
 
 
 def _token_map(runs, bb, projection, n_vocab, seed, cache_dir, placement, extra: np.ndarray):
@@ -68,7 +93,9 @@ def _token_map(runs, bb, projection, n_vocab, seed, cache_dir, placement, extra:
         vxy, exy, info = proj.coords, proj.place(extra), {**proj.info, "placement": "knn"}
     else:
         raise ExploreError(f"placement must be 'knn' or 'joint', got {placement!r}")
-    return toks, vxy, exy, {**info, "projection": projection, "n_vocab": len(ids), "backbone": bb.name}
+    return toks, vxy, exy, {**info, "projection": info.get("method", projection), "projection_requested": projection,
+                            "projection_label": info.get("note") or info.get("method", projection).upper(),
+                            "n_vocab": len(ids), "backbone": bb.name}
 
 
 def _vocab_trace(go, toks, vxy):
@@ -82,7 +109,7 @@ def token_space(run_dirs, dataset: str | None = None, methods=None, seeds=None, 
                 placement: str = "knn"):
     """Every learned prompt vector on a 2-D map of the ``n_vocab`` most frequent tokens' embeddings.
 
-    The map is fitted on the vocabulary only and cached (see :mod:`workbench.explore_project`); prompts are placed
+    The map is fitted on the vocabulary only and cached (see :mod:`workbench.viz.projection`); prompts are placed
     into it (``placement="knn"``) or fitted together with it (``"joint"``). Runs of different backbones are refused.
     ``fig.layout.meta`` records the projection, cache hit/miss and fit seconds.
     """
@@ -107,10 +134,15 @@ def token_space(run_dirs, dataset: str | None = None, methods=None, seeds=None, 
             marker=dict(size=9, color=colour[r.method], symbol=symbol[r.seed], line=dict(width=1, color="white")),
             customdata=[[str(r.run), r.dataset, r.method, r.seed, i] for i in range(L)]))
         shown.add(r.method)
-    fig.update_layout(title=f"Prompt vectors among the {info['n_vocab']} most frequent tokens ({projection.upper()}, "
-                            f"{bb.name})", template="plotly_white", legend_title_text="init (marker = seed)",
-                      xaxis_title=f"{projection} 1", yaxis_title=f"{projection} 2", meta=info, hovermode="closest")
+    what = f"Prompt vectors among the {info['n_vocab']} most frequent tokens of {short_name(bb.name)}"
+    _map_layout(fig, with_projection(runs_title(what, runs), info["projection_label"]), info, "init (marker = seed)")
     return fig
+
+
+def _map_layout(fig, text: str, info: dict, legend: str) -> None:
+    axis = info["projection"].upper()
+    styled(fig, title=text, x=f"{axis} 1", y=f"{axis} 2", legend=legend)
+    fig.update_layout(meta=info, hovermode="closest")
 
 
 def _path(r: PromptRun) -> tuple[list[int], np.ndarray, list]:
@@ -164,9 +196,8 @@ def trajectories(run_dirs, dataset: str | None = None, methods=None, seeds=None,
                 marker=dict(color=colour[r.method], size=[9] + [4] * (S - 2) + [12] if S > 1 else [9],
                             symbol=["circle-open"] + ["circle"] * (S - 2) + ["star"] if S > 1 else ["star"])))
             shown.add(r.method)
-    fig.update_layout(title=f"Prompt trajectories: init (open circle) to best-on-dev (star), {projection.upper()}",
-                      template="plotly_white", legend_title_text="init", meta=info, xaxis_title=f"{projection} 1",
-                      yaxis_title=f"{projection} 2", hovermode="closest")
+    _map_layout(fig, with_projection(runs_title("Prompt trajectories: init (open circle) to best-on-dev (star)", runs),
+                                     info["projection_label"]), info, "init")
     return fig
 
 
@@ -185,23 +216,24 @@ def distances(run_dirs, dataset: str | None = None, methods=None, seeds=None) ->
 
 
 def distance_vs_accuracy(run_dirs, dataset: str | None = None, methods=None, seeds=None):
-    """Two panels (L2, cosine distance travelled) against test accuracy; one point per init x seed."""
+    """Two panels (L2, cosine distance travelled) against test accuracy (%); one point per init x seed."""
 
+    runs = _with_snapshots(load_prompt_runs(run_dirs, dataset, methods, seeds))
     df = distances(run_dirs, dataset, methods, seeds)
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, subplot_titles=("L2 (Frobenius) distance",
                                                                            "cosine distance (1 - mean slot cos)"))
-    colour = {m: _PALETTE[i % len(_PALETTE)] for i, m in enumerate(dict.fromkeys(df["method"]))}
+    colour = colour_map(dict.fromkeys(df["method"]))
     for method, g in df.groupby("method", sort=False):
         text = [f"{method} seed {s}<br>{d}<br>best step {b}<br>dev acc {_acc(dv)}<br>test acc {_acc(t)}"
                 for s, d, b, dv, t in zip(g["seed"], g["dataset"], g["best_step"], g["dev_acc"], g["test_acc"])]
+        y = [None if t is None or t != t else pct(t) for t in g["test_acc"]]
         for col, key in ((1, "l2"), (2, "cosine")):
-            fig.add_trace(go.Scatter(x=g[key], y=g["test_acc"], mode="markers", name=method, legendgroup=method,
+            fig.add_trace(go.Scatter(x=g[key], y=y, mode="markers", name=method, legendgroup=method,
                                      showlegend=col == 1, marker=dict(size=10, color=colour[method]), text=text,
                                      hovertemplate=f"%{{text}}<br>{key} %{{x:.4f}}<extra></extra>"), row=1, col=col)
-    fig.update_yaxes(title_text="test accuracy", row=1, col=1)
-    fig.update_xaxes(title_text="distance from init to final prompt")
-    fig.update_layout(title="How far tuning moved each prompt vs its test accuracy", template="plotly_white",
-                      legend_title_text="init")
+    styled(fig, title=runs_title("How far tuning moved each prompt vs its test accuracy", runs),
+           x="distance from init to final prompt", legend="init")
+    fig.update_yaxes(title_text="test accuracy (%)", row=1, col=1)
     return fig
 
 
@@ -239,8 +271,9 @@ def prompt_similarity(run_dirs, dataset: str | None = None, methods=None, seeds=
     fig = go.Figure(go.Heatmap(z=sim, x=names, y=names, zmin=-1, zmax=1, colorscale="RdBu_r",
                                colorbar=dict(title="cosine"),
                                hovertemplate=f"%{{y}} vs %{{x}}<br>{how} mean cosine %{{z:.3f}}<extra></extra>"))
-    fig.update_layout(title=f"Similarity of final prompts ({how} mean slot cosine)", template="plotly_white",
-                      yaxis=dict(autorange="reversed"), meta={"match": match})
+    styled(fig, title=runs_title(f"Similarity of final prompts ({how} mean slot cosine)", runs),
+           x="prompt (init, seed)", y="prompt (init, seed)")
+    fig.update_layout(yaxis=dict(autorange="reversed"), meta={"match": match})
     return fig
 
 
@@ -259,9 +292,10 @@ def nearest_words_table(run_dirs, dataset: str | None = None, methods=None, seed
     return pd.DataFrame(rows)
 
 
-def write_html(figs: dict, out_dir) -> dict:
-    """Write each figure of ``{name: fig}`` to ``<out_dir>/<name>.html`` (self-contained); return name -> path."""
-    return {name: save_html(fig, Path(out_dir) / f"{name}.html") for name, fig in figs.items()}
+def write_html(figs: dict, out_dir, images=()) -> dict:
+    """Write each figure of ``{name: fig}`` to ``<out_dir>/<name>.html`` (:func:`workbench.viz.output.save_figure`:
+    all of them load the one ``plotly.min.js`` of ``out_dir``; ``images`` adds PNG/SVG copies); return name -> path."""
+    return {name: save_figure(fig, Path(out_dir) / f"{name}.html", images) for name, fig in figs.items()}
 
 
 def explore_figures(cfg, warn=None) -> dict:
@@ -291,10 +325,10 @@ def explore_figures(cfg, warn=None) -> dict:
     return figs
 
 
-def write_explore(figs: dict, words: pd.DataFrame, out_dir) -> dict:
-    """``<out_dir>/<name>.html`` per figure (:func:`write_html`) and the nearest-words table as
-    ``nearest_words.csv``; returns name -> path (``nearest_words`` last)."""
-    paths = write_html(figs, out_dir)
+def write_explore(figs: dict, words: pd.DataFrame, out_dir, images=()) -> dict:
+    """``<out_dir>/<name>.html`` per figure (:func:`write_html`, ``images`` adds PNG/SVG copies) and the
+    nearest-words table as ``nearest_words.csv``; returns name -> path (``nearest_words`` last)."""
+    paths = write_html(figs, out_dir, images)
     paths["nearest_words"] = Path(out_dir) / "nearest_words.csv"
     words.to_csv(paths["nearest_words"], index=False)
     return paths

@@ -9,6 +9,7 @@ loss per step, the best step).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,8 @@ class PromptRun:
     best_step: int | None
     adapter: Path
     snapshots: dict | None
+    k: int | None = None  # examples per class of the run's split (results.json), when known
+    n_test: int | None = None  # the full test set's size (results.json), when known
 
     @property
     def label(self) -> str:
@@ -68,7 +71,7 @@ def load_prompt_runs(run_dirs, dataset: str | None = None, methods=None, seeds=N
         if not files:
             raise ExploreError(f"run directory {run} holds no learned prompts (no adapters/<dataset>/<method>/"
                                f"seed<s>/adapter_model.safetensors); baseline-only runs have none")
-        test = _test_accuracies(run)
+        rows = result_rows(run)
         for f in files:
             prompt, meta = load_prompt(f.parent)
             wb = meta.get("workbench", {})
@@ -78,8 +81,10 @@ def load_prompt_runs(run_dirs, dataset: str | None = None, methods=None, seeds=N
                 prompt=prompt.numpy().astype(np.float32), backbone=wb.get("backbone", "?"),
                 backbone_path=str(wb.get("backbone_path") or meta.get("adapter_config", {}).get(
                     "base_model_name_or_path", "?")),
-                family=wb.get("family", "?"), dev_acc=wb.get("dev_acc"), test_acc=test.get((ds, method, seed)),
-                best_step=wb.get("best_step"), adapter=f.parent, snapshots=load_snapshots(f.parent)))
+                family=wb.get("family", "?"), dev_acc=wb.get("dev_acc"),
+                test_acc=rows.get((ds, method, seed), {}).get("test_acc"), best_step=wb.get("best_step"),
+                adapter=f.parent, snapshots=load_snapshots(f.parent), k=rows.get((ds, method, seed), {}).get("k"),
+                n_test=rows.get((ds, method, seed), {}).get("n_test")))
     keep = [r for r in out if (dataset is None or r.dataset == dataset) and (not methods or r.method in methods)
             and (not seeds or r.seed in seeds)]
     if not keep:
@@ -89,10 +94,15 @@ def load_prompt_runs(run_dirs, dataset: str | None = None, methods=None, seeds=N
     return keep
 
 
-def _test_accuracies(run: Path) -> dict:
+def result_rows(run: Path) -> dict:
+    """(dataset, method, seed) -> the run's ``results.json`` row (test accuracy, k, test size); {} without results."""
     r = read_run(run)
     rows = r.results.get("rows", []) if r.has(RESULTS) else []
-    return {(r["dataset"], r["method"], int(r["seed"])): r.get("test_acc") for r in rows if "seed" in r}
+    return {(r["dataset"], r["method"], int(r["seed"])): r for r in rows if "seed" in r}
+
+
+def _test_accuracies(run: Path) -> dict:
+    return {key: row.get("test_acc") for key, row in result_rows(run).items()}
 
 
 def check_one_backbone(runs: list[PromptRun]) -> str:
@@ -153,6 +163,12 @@ def nearest_tokens(vectors: np.ndarray, bb, k: int = 5) -> list[list[tuple[str, 
         idx = idx[np.argsort(-row[idx])]
         out.append(list(zip(bb.tokenizer.convert_ids_to_tokens(idx.tolist()), row[idx].astype(float).tolist())))
     return out
+
+
+def short_name(name) -> str:
+    """A backbone, corpus or folder name fit for a figure title: the last part of a path, else the name itself."""
+    text = str(name).rstrip("/" + os.sep)
+    return Path(text).name if ("/" in text or os.sep in text) else text
 
 
 def format_neighbours(nn: list[tuple[str, float]]) -> str:

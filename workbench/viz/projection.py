@@ -10,6 +10,12 @@ the coordinates of its ``n_neighbors`` nearest base points by cosine, with UMAP'
 optimisation epochs). ``placement="joint"`` instead fits UMAP on base and new points together (cached under the
 hash of both): exact for those inputs, but refitted whenever a prompt changes. PCA is fitted on the base points and
 applied to new points exactly (a linear map), so it needs no cache.
+
+Too few points for UMAP: below :data:`UMAP_MIN_POINTS` a UMAP map of a handful of points is mostly the layout's
+random initialisation (26 SVGD particles "start far from the data" in UMAP and on it in PCA), so ``method="umap"``
+falls back to PCA and says so: ``Projection.info`` records ``requested``, ``method`` and ``note``
+("PCA (UMAP needs ≥ 50 points; 26 given)"), which every figure puts in its title and ``layout.meta``
+(:func:`projection_meta`); :func:`effective_method` and :func:`method_label` give the same answer from a count alone.
 """
 from __future__ import annotations
 
@@ -28,12 +34,33 @@ from safetensors.numpy import load_file, save_file
 from workbench.viz.explore_data import ExploreError
 
 PROJECTIONS = ("umap", "pca")
+UMAP_MIN_POINTS = 50  # fewer points than this: PCA instead of UMAP, said in the figure
 
 
 def cache_root(cache_dir=None) -> Path:
     """``cache_dir``, else ``$WORKBENCH_CACHE``, else ``~/.cache/workbench``; explorer files go to ``explore/``."""
     return Path(cache_dir or os.environ.get("WORKBENCH_CACHE") or Path.home() / ".cache" / "workbench").expanduser() \
         / "explore"
+
+
+def _check_method(method: str) -> None:
+    if method not in PROJECTIONS:
+        raise ExploreError(f"projection must be one of {list(PROJECTIONS)}, got {method!r}")
+
+
+def effective_method(method: str, n_points: int) -> str:
+    """The projection actually used for ``n_points`` points when ``method`` is asked for: PCA below
+    :data:`UMAP_MIN_POINTS` for UMAP."""
+    _check_method(method)
+    return "pca" if method == "umap" and n_points < UMAP_MIN_POINTS else method
+
+
+def method_label(method: str, n_points: int) -> str:
+    """What a figure says about its projection: "UMAP", "PCA", or "PCA (UMAP needs ≥ 50 points; 26 given)"."""
+    used = effective_method(method, n_points)
+    if used == method:
+        return used.upper()
+    return f"PCA (UMAP needs ≥ {UMAP_MIN_POINTS} points; {n_points} given)"
 
 
 def array_key(x: np.ndarray, **params) -> str:
@@ -58,7 +85,16 @@ class Projection:
     n_neighbors: int = 15
     mean: np.ndarray | None = None  # PCA
     components: np.ndarray | None = None  # PCA (2, d)
-    info: dict = field(default_factory=dict)  # cache hit, key, seconds
+    info: dict = field(default_factory=dict)  # cache hit, key, seconds; requested method, note (fallback)
+
+    @property
+    def label(self) -> str:
+        """"UMAP", "PCA", or the fallback note "PCA (UMAP needs ≥ 50 points; 26 given)"."""
+        return self.info.get("note") or self.method.upper()
+
+    def axis(self, i: int) -> str:
+        """The title of axis ``i`` (1 or 2): "PCA 1", "UMAP 2"."""
+        return f"{self.method.upper()} {i}"
 
     def place(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y, dtype=np.float32).reshape(-1, self.base.shape[1])
@@ -76,20 +112,16 @@ class Projection:
 
 def fit_projection(base: np.ndarray, method: str = "umap", seed: int = 0, n_neighbors: int = 15,
                    min_dist: float = 0.1, n_epochs: int = 200, cache_dir=None, cache: bool = True) -> Projection:
-    """Fit a 2-D ``method`` map on ``base``; UMAP coordinates are read from / written to the on-disk cache."""
-    if method not in PROJECTIONS:
-        raise ExploreError(f"projection must be one of {list(PROJECTIONS)}, got {method!r}")
+    """Fit a 2-D ``method`` map on ``base``; UMAP coordinates are read from / written to the on-disk cache.
+    UMAP on fewer than :data:`UMAP_MIN_POINTS` points is PCA, noted in ``info`` (see the module text)."""
     base = np.ascontiguousarray(base, dtype=np.float32)
     t0 = time.perf_counter()
-    if method == "pca":
-        mean = base.mean(0)
-        centred = (base - mean).astype(np.float64)
-        _, vecs = np.linalg.eigh(centred.T @ centred)  # (d, d): cheap for many rows, unlike a full SVD
-        vt = vecs[:, ::-1][:, :2].T.astype(np.float32)
-        vt = np.pad(vt, ((0, 2 - len(vt)), (0, 0)))  # one-dimensional data: a zero second axis
-        comps = vt * np.sign(vt[:, :1] + 1e-12)  # fixed signs: the same data always gives the same picture
-        return Projection("pca", base, (base - mean) @ comps.T, n_neighbors, mean, comps,
-                          {"cache": "none", "fit_s": round(time.perf_counter() - t0, 3)})
+    if effective_method(method, base.shape[0]) == "pca":
+        proj = _pca(base, n_neighbors)
+        note = {} if method == "pca" else {"note": method_label(method, base.shape[0])}
+        proj.info = {"cache": "none", "fit_s": round(time.perf_counter() - t0, 3), "requested": method,
+                     "method": "pca", **note}
+        return proj
     params = dict(method="umap", seed=seed, n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs,
                   metric="cosine", knn="exact")
     key = array_key(base, **params)
@@ -102,7 +134,28 @@ def fit_projection(base: np.ndarray, method: str = "umap", seed: int = 0, n_neig
             _write_coords(file, coords, params)
     return Projection("umap", base, coords, n_neighbors,
                       info={"cache": "hit" if hit else ("miss" if cache else "off"), "key": key, "file": str(file),
-                            "fit_s": round(time.perf_counter() - t0, 3)})
+                            "fit_s": round(time.perf_counter() - t0, 3), "requested": "umap", "method": "umap"})
+
+
+def _pca(base: np.ndarray, n_neighbors: int) -> Projection:
+    mean = base.mean(0)
+    centred = (base - mean).astype(np.float64)
+    _, vecs = np.linalg.eigh(centred.T @ centred)  # (d, d): cheap for many rows, unlike a full SVD
+    vt = vecs[:, ::-1][:, :2].T.astype(np.float32)
+    vt = np.pad(vt, ((0, 2 - len(vt)), (0, 0)))  # one-dimensional data: a zero second axis
+    comps = vt * np.sign(vt[:, :1] + 1e-12)  # fixed signs: the same data always gives the same picture
+    return Projection("pca", base, (base - mean) @ comps.T, n_neighbors, mean, comps)
+
+
+def with_projection(text: str, label: str) -> str:
+    """A title ``text`` with the projection's label (a fallback note included) on a smaller second line."""
+    return f"{text}<br><sup>2-D map: {label}</sup>"
+
+
+def projection_meta(proj: Projection) -> dict:
+    """What ``layout.meta`` records of a projection: the method used, the one asked for, its label and the note."""
+    return {"projection": proj.method, "projection_requested": proj.info.get("requested", proj.method),
+            "projection_label": proj.label, "projection_note": proj.info.get("note")}
 
 
 def cosine_knn(x: np.ndarray, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:

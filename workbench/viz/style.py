@@ -89,13 +89,14 @@ def integer_ticks(fig, values, axis: str = "x", max_ticks: int = 10) -> None:
 
 
 def reference_lines(fig, zero_shot=None, chance=None, row=None, col=None) -> None:
-    """Horizontal dashed lines at zero-shot and chance accuracy (in %), labelled at the right end."""
-    for value, name, dash in ((zero_shot, "zero-shot", "dash"), (chance, "chance", "dot")):
+    """Horizontal lines at zero-shot (dashed, labelled at the right) and chance (dotted, labelled at the left)
+    accuracy in %, so the two labels never overlap even when the values are close."""
+    for value, name, dash, side in ((zero_shot, "zero-shot", "dash", "right"), (chance, "chance", "dot", "left")):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         kw = {} if row is None else dict(row=row, col=col)
         fig.add_hline(y=value, line=dict(color="#7f7f7f", dash=dash, width=1), annotation_text=f"{name} {value:.1f}%",
-                      annotation_position="bottom right", annotation_font=dict(size=10, color="#555"), **kw)
+                      annotation_position=f"bottom {side}", annotation_font=dict(size=10, color="#555"), **kw)
 
 
 def dot_interval(fig, names, means, errors, n=None, row=None, col=None, showlegend=True, hover_extra=None) -> None:
