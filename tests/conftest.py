@@ -128,6 +128,7 @@ def check_export(executed, min_figures: int = 1, static: bool | None = None) -> 
     from nbconvert import HTMLExporter
 
     from workbench.viz.output import static_export_available
+    from workbench.viz.style import FONT
 
     static = static_export_available() is None if static is None else static
     nb = nbformat.read(str(executed), as_version=4)
@@ -137,6 +138,12 @@ def check_export(executed, min_figures: int = 1, static: bool | None = None) -> 
     figures = [o for o in outputs if PLOTLY_MIME in o.get("data", {})]
     assert len(figures) >= min_figures, f"{executed}: {len(figures)} figures displayed, expected >= {min_figures}"
     assert all("text/html" in o["data"] for o in figures), "a figure displayed without workbench.viz.output.show"
+    for o in figures:  # one style: the workbench template and a title without a file path, in every figure
+        layout = o["data"][PLOTLY_MIME]["layout"]
+        font = layout.get("template", {}).get("layout", {}).get("font", {})
+        assert font.get("family") == FONT, f"a figure outside the template: {layout.get('title')}"
+        title = (layout.get("title") or {}).get("text") or ""
+        assert title and "runs/" not in title and str(Path(executed).parent) not in title, title
     body, _ = HTMLExporter().from_notebook_node(nb)
     if static:
         assert all("image/png" in o["data"] for o in figures), "a figure without its static image"

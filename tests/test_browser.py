@@ -2,8 +2,9 @@
 
 Starts JupyterLab on 127.0.0.1 (a free port, a random token, settings and runtime files in a temporary folder),
 opens a copy of ``notebooks/00_quickstart.ipynb`` whose parameters cell points at a tiny model and toy data, runs
-all cells through JupyterLab's own "run all cells" command, and checks in the page that no cell shows an error, a
-plotly figure was drawn (an SVG inside ``.js-plotly-plot``) and the ipywidgets panel rendered (interactive=True).
+all cells through JupyterLab's own "run all cells" command, and checks in the page that no cell shows an error, that
+plotly's renderer shows each figure's static copy, that the interactive figure is drawn (an SVG inside
+``.js-plotly-plot``) when the pointer enters it, and that the ipywidgets panel rendered (interactive=True).
 Screenshots go to ``test-artifacts/jupyterlab.png`` (the figure) and ``test-artifacts/jupyterlab-widgets.png``.
 Then every figure the notebook saved as HTML is opened from disk (file://, offline: the folder's shared plotly.min.js),
 screenshotted to ``test-artifacts/saved-<name>.png`` and checked not to be blank.
@@ -130,6 +131,8 @@ return {kernel: kernel ? kernel.status : 'none', n: cells.length,
 def test_quickstart_runs_in_jupyterlab_in_chromium(lab):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = lab["chrome"]
@@ -148,8 +151,15 @@ def test_quickstart_runs_in_jupyterlab_in_chromium(lab):
         dom_errors = driver.execute_script(
             "return document.querySelectorAll('[data-mime-type=\"application/vnd.jupyter.error\"]').length")
         assert dom_errors == 0
+        statics = _wait_js(driver, "return document.querySelectorAll('.jp-RenderedPlotly "
+                                   "img.plot-img[src^=\"data:image/png\"]').length", 30,
+                           "the figures' static copies (plotly's JupyterLab renderer shows them first)")
+        assert statics >= 2  # the notebook shows dev curves and test accuracy
+        first = driver.find_element(By.CSS_SELECTOR, ".jp-RenderedPlotly img.plot-img")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", first)
+        ActionChains(driver).move_to_element(first).perform()  # the pointer enters: the interactive figure is drawn
         plots = _wait_js(driver, "return document.querySelectorAll('.js-plotly-plot .main-svg').length", 30,
-                         "a plotly figure to render")
+                         "the interactive plotly figure to render")
         assert plots >= 1
         ARTIFACTS.mkdir(exist_ok=True)
         driver.execute_script("document.querySelector('.js-plotly-plot').scrollIntoView({block: 'center'})")

@@ -177,7 +177,8 @@ def test_run_figures_in_percent_with_display_names(tmp_path):
     curves = runs.dev_curves(run, names=names)
     assert {t.name for t in curves.data if t.showlegend is not False} == {"zero-shot", "random", "mpt-fomaml"}
     assert min(accuracy_values(curves)) >= 50 and curves.layout.yaxis.title.text == "dev accuracy (%)"
-    assert curves.layout.xaxis.tickformat == "d" and curves.layout.xaxis.dtick >= 1
+    ax = curves.layout.xaxis
+    assert ax.tickformat == "d" and (ax.dtick is not None and ax.dtick >= 1 or all(float(v).is_integer() for v in ax.tickvals))
     assert_titled(curves, "toy", "k=4", "2 seeds")
     assert {t.name for t in runs.dev_curves(run).data if t.showlegend is not False} >= {"file"}  # names optional
 
@@ -237,3 +238,24 @@ def test_empty_prompt_scatter_says_why():
     fig = VS.scatter(partly, "update_cos_flat")
     assert sum(len(t.x) for t in fig.data) == len(partly) - 1
     assert any("1 of 6" in a.text for a in fig.layout.annotations)
+
+
+def test_point_labels_never_overlap():
+    """Labels of points close together (the similarity scatter's sources at one gain) get distinct boxes."""
+    import plotly.graph_objects as go
+
+    from workbench.viz.style import _label_shifts, point_labels
+
+    xs = [0.05, 0.055, 0.21, 0.25, 0.252, 0.255, 0.275, 0.5, 0.53, 0.86, 0.97]
+    texts = ["snli", "qnli", "agnews", "mrpc", "rte", "yelp5", "sst5", "mpqa", "cola", "subj", "mr"]
+    ys = [7.4] * len(xs)
+    shifts = _label_shifts(xs, ys, texts, (700, 360))
+    boxes = [((x - 0.05) / 0.92 * 700 - 3.5 * len(t), (x - 0.05) / 0.92 * 700 + 3.5 * len(t), s)
+             for x, t, s in zip(xs, texts, shifts)]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[1] <= b[0] or b[1] <= a[0] or abs(a[2] - b[2]) >= 14, (a, b)
+    assert len(set(shifts)) > 2  # crowded points needed more than one level above and below
+    fig = go.Figure()
+    point_labels(fig, xs, ys, texts)
+    assert [a.text for a in fig.layout.annotations] == texts and [a.yshift for a in fig.layout.annotations] == shifts

@@ -45,11 +45,10 @@ def test_check_export_counts_static_images_or_interactive_divs(tmp_path):
     go = pytest.importorskip("plotly.graph_objects")
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-    from workbench.viz.output import bundle
+    from workbench.viz.output import bundle, static_export_available
+    from workbench.viz.style import styled
 
-    from workbench.viz.output import static_export_available
-
-    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    fig = styled(go.Figure(go.Scatter(x=[1, 2], y=[3, 4])), title="Dev accuracy · toy, k=4")
     path = tmp_path / "one.ipynb"
     for static in (False, True) if static_export_available() is None else (False,):
         data, meta = bundle(fig, static=static)
@@ -60,6 +59,11 @@ def test_check_export_counts_static_images_or_interactive_divs(tmp_path):
     nb.cells[0].outputs = [new_output("display_data", data={PLOTLY_MIME: data[PLOTLY_MIME]})]
     nbformat.write(nb, path)
     with pytest.raises(AssertionError, match="without workbench.viz.output.show"):
+        check_export(path, static=False)
+    plain, _ = bundle(go.Figure(go.Scatter(x=[1, 2], y=[3, 4]), layout_title_text="x"), static=False)
+    nb.cells[0].outputs = [new_output("display_data", data=plain)]
+    nbformat.write(nb, path)
+    with pytest.raises(AssertionError, match="outside the template"):  # plotly's default look, not the workbench's
         check_export(path, static=False)
 
 

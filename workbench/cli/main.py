@@ -33,7 +33,8 @@ FEWSHOT_FLAGS = {
     "--out": "out", "--steps": "tune.steps", "--lr": "tune.lr", "--batch-size": "tune.batch_size",
     "--optimizer": "tune.optimizer", "--eval-every": "tune.eval_every", "--patience": "tune.patience",
     "--max-length": "tune.max_length", "--autocast": "tune.autocast", "--eval-autocast": "tune.eval_autocast",
-    "--snapshot-every": "tune.snapshot_every", "--backbone": "backbone.name", "--device": "backbone.device",
+    "--snapshot-every": "tune.snapshot_every", "--test-limit": "test_limit", "--backbone": "backbone.name",
+    "--device": "backbone.device",
     "--prompt-length": "prompt.length", "--init-text": "prompt.init_text", "--init-path": "prompt.init_path",
     "--template": "task.template", "--verbalizer": "task.verbalizer", "--label-template": "task.label_template",
 }

@@ -134,7 +134,7 @@ def token_space(run_dirs, dataset: str | None = None, methods=None, seeds=None, 
             marker=dict(size=9, color=colour[r.method], symbol=symbol[r.seed], line=dict(width=1, color="white")),
             customdata=[[str(r.run), r.dataset, r.method, r.seed, i] for i in range(L)]))
         shown.add(r.method)
-    what = f"Prompt vectors among the {info['n_vocab']} most frequent tokens of {short_name(bb.name)}"
+    what = f"Prompt vectors among the {info['n_vocab']} most frequent tokens of {short_name(runs[0].backbone)}"
     _map_layout(fig, with_projection(runs_title(what, runs), info["projection_label"]), info, "init (marker = seed)")
     return fig
 

@@ -1,7 +1,8 @@
 """Figures that survive sharing: shown in a notebook with a static copy beside the interactive one, saved as HTML
 that shares one local plotly.js per folder, optionally as PNG/SVG.
 
-- :func:`show` displays a figure as a bundle: the plotly JSON (interactive in JupyterLab, VS Code, nteract) and,
+- :func:`show` displays a figure as a bundle: the plotly JSON (interactive in JupyterLab, whose plotly renderer
+  shows the PNG until the pointer enters the figure; VS Code; nteract) and,
   for viewers that cannot run plotly (``jupyter nbconvert --to html``, GitHub's notebook view), a static PNG as
   ``image/png`` and as the ``text/html`` ``<img>``. Static images need kaleido and a Chromium-based browser
   (Debian's ``chromium``; ``BROWSER_PATH`` picks another); without them ``text/html`` is the interactive figure with

@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.experiments.similarity import PROMPT_COLUMNS, SimilarityError, cosine
-from workbench.viz.style import SERIES, empty_figure, human, styled, title
+from workbench.viz.style import SERIES, empty_figure, human, point_labels, styled, title
 
 X_NAMES = {"embed_cos": "cosine of mean sentence embeddings", "prompt_cos_flat": "cosine of tuned prompts (flattened)",
            "prompt_cos_slots": "cosine of tuned prompts (means over slots)",
@@ -70,19 +70,17 @@ def why_empty(table: pd.DataFrame, x: str, info=None) -> str:
            if at_init else "every update cosine came out NaN (an update of zero norm).")
     fix = ("Raise similarity_steps (tune.steps) to several times tune.eval_every, or plot prompt_cos_flat, which "
            "needs no update.")
-    return f"No point to draw: {x} is NaN for every source: {why}{schedule} {fix}"
+    return f"No point to draw: {human(x, X_NAMES)} is missing (NaN) for every source: {why}{schedule} {fix}"
 
 
 def _trace(t: pd.DataFrame, x: str, y: str, name: str, colour: str) -> go.Scatter:
-    """One (target, method) group's points, labelled by source (labels alternate above and below along x)."""
+    """One (target, method) group's points (labelled by source with :func:`point_labels` over all groups)."""
     pts = 100.0
     diffs = [", ".join(f"{pts * d:+.1f}" for d in ds) for ds in t.get("diffs", pd.Series([[]] * len(t)))]
     custom = np.stack([t["source"], t["target"], t.get("method", pd.Series([""] * len(t))), diffs,
                        t.get("n_removed", pd.Series([0] * len(t))), pts * t.get("gain_std", 0 * t[y])], axis=1)
-    rank = t[x].rank(method="first").fillna(0).astype(int)
     return go.Scatter(
-        x=t[x], y=pts * t[y], mode="markers+text", text=t["source"], name=name, customdata=custom,
-        textposition=["top center" if r % 2 else "bottom center" for r in rank], marker=dict(size=11, color=colour),
+        x=t[x], y=pts * t[y], mode="markers", name=name, customdata=custom, marker=dict(size=11, color=colour),
         error_y=dict(type="data", array=pts * t["gain_std"], visible=True, color=colour) if "gain_std" in t else None,
         hovertemplate=(f"source %{{customdata[0]}} → target %{{customdata[1]}}<br>method %{{customdata[2]}}<br>"
                        f"{x} %{{x:.3f}}<br>gain %{{y:+.1f}} ± %{{customdata[5]:.1f}} points<br>"
@@ -119,6 +117,7 @@ def scatter(table: pd.DataFrame, x: str = "embed_cos", y: str = "gain_mean", tit
         key = key if isinstance(key, tuple) else (key,)
         name = " · ".join(str((names or {}).get(k, k)) for k in key)
         fig.add_trace(_trace(t, x, y, name, SERIES[i % len(SERIES)]))
+    point_labels(fig, drawn[x], 100.0 * drawn[y], drawn["source"])  # one placement over all groups: no overlaps
     rho = rank_corr(drawn[x].to_numpy(float), drawn[y].to_numpy(float))
     _notes(fig, table, drawn, x)
     styled(fig, title=title or _title(table, x, info, names, rho, len(drawn)), x=human(x, X_NAMES),
@@ -135,7 +134,7 @@ def _notes(fig, table: pd.DataFrame, drawn: pd.DataFrame, x: str) -> None:
         notes.append(f"One target ({targets[0]}): y is its gain, the same for every source; only the similarity "
                      "varies, so this figure cannot show whether similarity predicts the gain.")
     if missing := len(table) - len(drawn):
-        notes.append(f"{missing} of {len(table)} (target, source) pairs have no {x} (NaN) and are not drawn.")
+        notes.append(f"{missing} of {len(table)} (target, source) pairs have no {human(x, X_NAMES)} value and are not drawn.")
     if notes:
         fig.add_annotation(text=_wrap(" ".join(notes), 120), x=0, y=1.0, xref="paper", yref="paper", xanchor="left",
                            yanchor="bottom", showarrow=False, align="left", font=dict(size=11, color="#555"))

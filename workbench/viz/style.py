@@ -78,13 +78,17 @@ def title(what: str, dataset=None, k=None, seeds=None, test_n=None, extra: str |
     return f"{what} · {where}" if where else what
 
 
-def integer_ticks(fig, values, axis: str = "x", max_ticks: int = 10) -> None:
-    """Integer ticks on ``axis`` ("x" or "y", every facet) for counts such as k, steps or ranks."""
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    span = (max(vals) - min(vals)) if vals else 1
+def integer_ticks(fig, values, axis: str = "x", max_ticks: int = 10, few: int = 8) -> None:
+    """Integer ticks on ``axis`` ("x" or "y", every facet) for counts such as k, K, steps or ranks: at the values
+    themselves when there are at most ``few`` distinct ones (K = 4, 8, 16), else evenly at a round interval."""
+    vals = sorted({float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))})
+    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
+    if 0 < len(vals) <= few and all(v.is_integer() for v in vals):
+        update(tickmode="array", tickvals=[int(v) for v in vals], tickformat="d")
+        return
+    span = (vals[-1] - vals[0]) if vals else 1
     dtick = max(1, math.ceil(span / max_ticks))
     nice = next(d for d in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10 ** 9) if d >= dtick)
-    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
     update(tickmode="linear", tick0=0, dtick=nice, tickformat="d")
 
 
@@ -112,6 +116,37 @@ def dot_interval(fig, names, means, errors, n=None, row=None, col=None, showlege
                          color=init_colour(name)),
             hovertemplate=(f"<b>{name}</b><br>%{{y:.1f}}% ± {errors[i] if errors is not None else 0:.1f}"
                            + (f"<br>n = {n_i}" if n_i is not None else "") + extra + "<extra></extra>")), **kw)
+
+
+LABEL_LEVELS = (14, -14, 28, -28, 42, -42, 56, -56)  # vertical offsets (px) tried for a point's label, in order
+
+
+def _label_shifts(xs, ys, texts, plot_px: tuple[int, int], char_px: float = 7.0) -> list[int]:
+    """A vertical offset per label such that no two label boxes overlap (greedy, left to right; boxes are
+    ``char_px`` per character wide and 14 px high in a plot area of ``plot_px`` (width, height) pixels)."""
+    def scale(v, lo, hi, size):
+        return (v - lo) / (hi - lo) * size if hi > lo else size / 2
+
+    (x_lo, x_hi), (y_lo, y_hi), placed, shifts = (min(xs), max(xs)), (min(ys), max(ys)), [], [0] * len(xs)
+    for i in sorted(range(len(xs)), key=lambda j: xs[j]):
+        px, py, half = scale(xs[i], x_lo, x_hi, plot_px[0]), scale(ys[i], y_lo, y_hi, plot_px[1]), \
+            char_px * len(str(texts[i])) / 2
+        for level in LABEL_LEVELS:
+            box = (px - half, px + half, py + level)
+            if all(b[1] <= box[0] or box[1] <= b[0] or abs(b[2] - box[2]) >= 14 for b in placed):
+                break
+        placed.append(box)
+        shifts[i] = level
+    return shifts
+
+
+def point_labels(fig, xs, ys, texts, colour: str = "#333", plot_px: tuple[int, int] = (700, 360), **where) -> None:
+    """Label each point (``xs``, ``ys`` in data units) with its text, shifted up or down so that labels never
+    overlap one another (annotations, no arrows; ``where``: ``row``/``col`` of a facet)."""
+    xs, ys, texts = [float(v) for v in xs], [float(v) for v in ys], [str(t) for t in texts]
+    for x, y, text, shift in zip(xs, ys, texts, _label_shifts(xs, ys, texts, plot_px)):
+        fig.add_annotation(x=x, y=y, text=str(text), showarrow=False, yshift=shift, font=dict(size=11, color=colour),
+                           **where)
 
 
 def empty_figure(message: str, what: str = "") -> go.Figure:
