@@ -32,6 +32,19 @@ def tiny(tiny_dir):
     return {f: str(build_tiny(f, tiny_dir)) for f in FAMILIES}
 
 
+@pytest.fixture(scope="session")
+def tiny_real(tmp_path_factory):
+    """family -> path of a tiny random model (roberta-mlm, gpt2, t5, llama) whose tokenizer was trained on the
+    shared Brown corpus: byte-level BPE (RoBERTa / GPT-2) or SentencePiece-style Unigram (T5 / Llama); built once
+    per session (tiny_models.build_tiny_real)."""
+    from tiny_models import REAL_FAMILIES, build_tiny_real
+    corpus = SHARED_DATA / "unlabeled" / "brown.jsonl"
+    if not corpus.is_file():
+        pytest.skip(f"the shared corpus is not at {corpus}")
+    out = tmp_path_factory.mktemp("tiny_real")
+    return {f: str(build_tiny_real(f, out, corpus)) for f in REAL_FAMILIES}
+
+
 def write_dataset(root: Path, name: str, n_per_class: int = 12, n_test: int = 16, pair: bool = False, seed: int = 0):
     """A small sentiment-like dataset in the shared JSONL format (words from the tiny vocabulary)."""
     rng = random.Random(seed)

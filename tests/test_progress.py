@@ -18,7 +18,7 @@ from workbench.engine.backbones import load_backbone
 from workbench.engine.progress import progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
-LISTING_COMMANDS = {"inits", "datasets"}  # print lists only: nothing to be quiet about
+LISTING_COMMANDS = {"inits", "datasets", "recipes"}  # print lists only: nothing to be quiet about
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 

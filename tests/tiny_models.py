@@ -38,6 +38,10 @@ Weights are drawn with ``initializer_range=INIT_STD`` (0.2, not the library's 0.
 on the input and a soft prompt can actually be tuned.  ``build_inputs_with_special_tokens(tokenizer, ids_a, ids_b)``
 replaces the tokenizer method of that name, which transformers 5 no longer has on fast tokenizers.
 
+``build_tiny_real(family, out_dir, corpus)`` builds the same models for roberta-mlm, gpt2, t5 and llama with tokenizers
+trained in seconds on a JSONL corpus instead (byte-level BPE / SentencePiece-style Unigram, each family's special
+tokens and post-processor), so that leading-space tokens, "▁" pieces and multi-piece words are exercised too.
+
 Words outside ``WORDS`` map to the unk token; text is lower-cased and split on whitespace and on each
 punctuation character, so ``"great"``, ``" great"`` and ``"Great"`` all give the same single token.
 """
@@ -228,26 +232,29 @@ def build_tiny(family: str, out_dir: str | os.PathLike, *, seed: int = 0, hidden
     (e.g. pytest-xdist workers sharing a folder) never see a half-written model.  Weights are deterministic in
     ``seed`` (torch's global RNG is seeded; its previous state is restored afterwards).
     """
-    import torch
-
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny family {family!r}; expected one of {FAMILIES}")
-    out_dir = pathlib.Path(out_dir)
-    target = out_dir / family
+    target = pathlib.Path(out_dir) / family
     if (target / "config.json").is_file():
         return target
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return _write_tiny(family, target, _build_tokenizer(family, max_positions), seed=seed, hidden=hidden,
+                       layers=layers, heads=heads, max_positions=max_positions)
 
-    tokenizer = _build_tokenizer(family, max_positions)
+
+def _write_tiny(family: str, target: pathlib.Path, tokenizer, *, seed: int, **dims) -> pathlib.Path:
+    """Build ``family``'s random model for ``tokenizer`` (weights seeded) and save both atomically to ``target``."""
+    import torch
+
+    out_dir, name = target.parent, target.name
+    out_dir.mkdir(parents=True, exist_ok=True)
     rng_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = _build_model(family, tokenizer, hidden=hidden, layers=layers, heads=heads,
-                             max_positions=max_positions)
+        model = _build_model(family, tokenizer, **dims)
     finally:
         torch.random.set_rng_state(rng_state)
 
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{family}-", dir=out_dir))
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out_dir))
     try:
         with _quiet_progress_bars():
             tokenizer.save_pretrained(tmp)
@@ -261,6 +268,116 @@ def build_tiny(family: str, out_dir: str | os.PathLike, *, seed: int = 0, hidden
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ------------------------------------------------------------------------------ realistic (trained) tokenizers
+# The word-level tokenizers above hide what real ones do: byte-level BPE marks a leading space in the token (" great"
+# and "great" are different ids), SentencePiece writes it as "▁", and words outside the commonest few hundred split
+# into several pieces.  ``build_tiny_real`` trains such tokenizers in about a second on a few thousand lines of a
+# corpus (the shared Brown corpus in the tests) and attaches them to the same tiny random models.
+REAL_FAMILIES = ("roberta-mlm", "gpt2", "t5", "llama")
+REAL_VOCAB = 2000  # trained vocabulary, special tokens included (T5's sentinels come on top)
+REAL_LINES = 3000
+
+
+def corpus_lines(path: str | os.PathLike, n: int = REAL_LINES) -> list[str]:
+    """The non-empty ``text`` fields of the first ``n`` records of a JSONL corpus."""
+    out: list[str] = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            text = json.loads(line).get("text", "").strip() if line.strip() else ""
+            if text:
+                out.append(text)
+            if len(out) >= n:
+                break
+    return out
+
+
+def train_byte_level_bpe(family: str, lines: list[str], vocab_size: int = REAL_VOCAB):
+    """A byte-level BPE ``tokenizers.Tokenizer`` with GPT-2 / RoBERTa conventions, and its special-token kwargs.
+
+    No prefix space is added, so "great" at the start of a text and " great" after a space are different tokens.
+    roberta-mlm: <s>=0 <pad>=1 </s>=2 <unk>=3, <mask>=last (left-stripping the space before it, as in RoBERTa),
+    ``<s> a </s>`` / ``<s> a </s></s> b </s>``.  gpt2: <|endoftext|>=last is bos = eos = unk = pad, nothing added.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors, trainers
+    from tokenizers.models import BPE
+
+    roberta = family == "roberta-mlm"
+    tok = Tokenizer(BPE())  # no unk: every byte is in the initial alphabet
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False,
+                                  special_tokens=["<s>", "<pad>", "</s>", "<unk>"] if roberta else [],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(lines, trainer)
+    if roberta:
+        mask = AddedToken("<mask>", lstrip=True, special=True)
+        tok.add_special_tokens([mask])
+        tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
+                                                          add_prefix_space=False)
+        return tok, dict(bos_token="<s>", eos_token="</s>", cls_token="<s>", sep_token="</s>", pad_token="<pad>",
+                         unk_token="<unk>", mask_token=mask)
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok, dict.fromkeys(("bos_token", "eos_token", "unk_token", "pad_token"), "<|endoftext|>")
+
+
+def train_unigram(family: str, lines: list[str], vocab_size: int = REAL_VOCAB):
+    """A SentencePiece-style Unigram ``tokenizers.Tokenizer`` ("▁" marks a word start), and its special-token kwargs.
+
+    t5: <pad>=0 </s>=1 <unk>=2, sentinels <extra_id_0..9> after the trained pieces with descending ids (<extra_id_0>
+    last) as in T5, ``a </s>`` / ``a </s> b </s>``.  llama: <unk>=0 <s>=1 </s>=2 (= pad), ``<s> a`` / ``<s> a <s> b``,
+    Llama's pre-tokenizer (Metaspace prepending "▁" to the first word only, no split).
+    """
+    from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+    from tokenizers.models import Unigram
+    from tokenizers.processors import TemplateProcessing
+
+    t5 = family == "t5"
+    head = ["<pad>", "</s>", "<unk>"] if t5 else ["<unk>", "<s>", "</s>"]
+    tok = Tokenizer(Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.train_from_iterator(lines, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=head,
+                                                            unk_token="<unk>", show_progress=False))
+    if t5:  # transformers' T5Tokenizer layout
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), tok.pre_tokenizer])
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+        sentinels = [f"<extra_id_{i}>" for i in range(N_SENTINELS)]
+        tok.add_special_tokens(sentinels[::-1])
+        tok.post_processor = TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+        return tok, dict(pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_special_tokens=sentinels)
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=False)
+    tok.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    return tok, dict(bos_token="<s>", eos_token="</s>", pad_token="</s>", unk_token="<unk>")
+
+
+def real_tokenizer(family: str, lines: list[str], vocab_size: int = REAL_VOCAB, max_positions: int = 128):
+    """A ``PreTrainedTokenizerFast`` trained on ``lines`` with ``family``'s real conventions (see the trainers)."""
+    from transformers import PreTrainedTokenizerFast
+
+    if family not in REAL_FAMILIES:
+        raise ValueError(f"no realistic tokenizer for {family!r}; expected one of {REAL_FAMILIES}")
+    train = train_byte_level_bpe if family in ("roberta-mlm", "gpt2") else train_unigram
+    tok, specials = train(family, lines, vocab_size)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_positions, padding_side="right",
+                                   model_input_names=["input_ids", "attention_mask"], **specials)
+    assert len(fast) == tok.get_vocab_size(with_added_tokens=True), (len(fast), tok.get_vocab_size())
+    return fast
+
+
+def build_tiny_real(family: str, out_dir: str | os.PathLike, corpus: str | os.PathLike, *, seed: int = 0,
+                    vocab_size: int = REAL_VOCAB, n_lines: int = REAL_LINES, hidden: int = 32, layers: int = 2,
+                    heads: int = 2, max_positions: int = 128) -> pathlib.Path:
+    """Like :func:`build_tiny`, with a tokenizer trained on the first ``n_lines`` texts of the JSONL ``corpus``
+    (:func:`real_tokenizer`); written to ``out_dir/<family>`` and returned as is when already there."""
+    target = pathlib.Path(out_dir) / family
+    if (target / "config.json").is_file():
+        return target
+    tokenizer = real_tokenizer(family, corpus_lines(corpus, n_lines), vocab_size, max_positions)
+    return _write_tiny(family, target, tokenizer, seed=seed, hidden=hidden, layers=layers, heads=heads,
+                       max_positions=max_positions)
 
 
 @contextlib.contextmanager

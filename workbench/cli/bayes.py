@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from workbench.cli.common import add_config_options, add_quiet_option, add_run_options, config_from_args
+from workbench.cli.common import add_config_options, add_quiet_option, add_recipe_options, add_run_options, \
+    config_from_args
 from workbench.config import BayesReportConfig
 from workbench.engine.runs import atomic_write
 from workbench.experiments.bayes_modes import BayesRunConfig, format_summary, run_bayes
@@ -26,6 +27,7 @@ def add_cli(sub):
     p = sub.add_parser("bayes", help="BayesPrompt (GMM + SVGD prompt distributions): modes vs baselines, acc + ECE",
                        description=__doc__.split("\n\n")[0])
     add_config_options(p, BayesRunConfig, FLAGS)
+    add_recipe_options(p, "bayes")
     add_run_options(p)
     return p
 

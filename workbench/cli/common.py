@@ -9,7 +9,8 @@ import json
 import types
 import typing
 
-from workbench.config import ConfigError, apply_overrides, from_dict, to_dict
+from workbench.config import ConfigError, apply_overrides, from_dict, migrate, to_dict
+from workbench.config.recipes import SCALES, apply_values, config_keys, load_recipe, merge_into
 from workbench.engine.tracking import TRACKER_EXTRA, TRACKERS
 from workbench.experiments.executors import EXECUTORS, RAY_EXTRA, Executor
 
@@ -105,19 +106,53 @@ def executor_from_args(args) -> Executor:
     return Executor(args.executor, args.ray_address, args.cpus_per_run, args.gpus_per_run)
 
 
+def add_recipe_options(p: argparse.ArgumentParser, command: str) -> None:
+    """``--recipe NAME`` and ``--scale`` on a command that recipes configure (``command``: its name in recipes)."""
+    p.add_argument("--recipe", metavar="NAME", help="start from a paper's settings (`workbench recipes` lists them); "
+                   "--config, the named options and --set override its values")
+    p.add_argument("--scale", choices=SCALES, default="paper",
+                   help="the recipe's scale: paper (its values, default) or smoke (sized for a CPU)")
+    p.set_defaults(recipe_command=command)
+
+
+def read_json_arg(path: str, option: str = "--config") -> dict:
+    """A JSON file named on the command line; a missing file or bad JSON is one error line naming it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except OSError as e:
+        raise ConfigError(f"{option} {path}: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{option} {path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def recipe_start(cls, args):
+    """(config, record): the defaults of ``cls`` with ``--recipe``'s values for this command at ``--scale`` applied,
+    and what the run records of the recipe (None without ``--recipe``)."""
+    if not getattr(args, "recipe", None):
+        if getattr(args, "scale", "paper") != "paper":
+            raise ConfigError("--scale needs --recipe")
+        return cls(), None
+    recipe = load_recipe(args.recipe)
+    values = recipe.values(args.recipe_command, args.scale, config_keys(cls).__contains__)
+    try:
+        return apply_values(cls(), values), recipe.record(args.scale)
+    except ConfigError as e:
+        raise ConfigError(f"recipe {args.recipe} ({args.scale}): {e}") from None
+
+
 def config_from_args(cls, args):
-    """The config of a command: the defaults, then ``--config`` (old keys migrated), then the options given, then
-    ``--set`` overrides; validated by the dataclasses."""
-    cfg = cls()
-    if getattr(args, "config", None):
-        try:
-            with open(args.config, encoding="utf-8") as fh:
-                cfg = from_dict(cls, json.load(fh))
-        except OSError as e:
-            raise ConfigError(f"--config {args.config}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--config {args.config}:{e.lineno}: not valid JSON ({e.msg})") from None
+    """The config of a command: the defaults, then ``--recipe``, then ``--config`` (old keys migrated; the keys it
+    holds replace the recipe's), then the options given, then ``--set`` overrides; validated by the dataclasses."""
+    cfg, record = recipe_start(cls, args)
     data = to_dict(cfg)
+    if getattr(args, "config", None):
+        given = read_json_arg(args.config)
+        if not isinstance(given, dict):
+            raise ConfigError(f"--config {args.config}: expected an object, got {type(given).__name__}")
+        merge_into(data, migrate(cls, given))
+    if record:
+        data["recipe"] = record
     for dest, value in vars(args).items():
         if dest.startswith("cfg:") and value is not None:
             *parents, last = dest[4:].split(".")

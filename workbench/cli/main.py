@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from workbench.cli import bayes, benchmark, cluster, domain_gen, explore, metatrain, similarity
-from workbench.cli.common import add_config_options, add_executor_options, add_run_options, config_from_args, \
-    executor_from_args
+from workbench.cli import bayes, benchmark, cluster, domain_gen, explore, metatrain, recipes, similarity
+from workbench.cli.common import add_config_options, add_executor_options, add_recipe_options, add_run_options, \
+    config_from_args, executor_from_args
 from workbench.config import FewShotConfig, WorkbenchError
 from workbench.engine import tracking
 from workbench.engine.data import data_search_path, list_datasets
@@ -26,7 +26,8 @@ from workbench.learn.inits import list_inits
 COMMANDS = [(cluster.add_cli, cluster.run_cli), (benchmark.add_cli, benchmark.run_cli),
             (metatrain.add_cli, metatrain.run_cli), (bayes.add_cli, bayes.run_cli),
             (bayes.add_report_cli, bayes.run_report_cli), (similarity.add_cli, similarity.run_cli),
-            (domain_gen.add_cli, domain_gen.run_cli), (explore.add_cli, explore.run_cli)]
+            (domain_gen.add_cli, domain_gen.run_cli), (explore.add_cli, explore.run_cli),
+            (recipes.add_cli, recipes.run_cli)]
 
 FEWSHOT_FLAGS = {
     ("--dataset", "--datasets"): "datasets", "--methods": "methods", "--k": "k", "--seeds": "seeds",
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fewshot", help="few-shot prompt tuning and baselines: datasets x methods x seeds",
                        description="Tune soft prompts on k-shot splits, select on dev, report test (mean ± std).")
     add_config_options(f, FewShotConfig, FEWSHOT_FLAGS)
+    add_recipe_options(f, "fewshot")
     add_run_options(f)
     add_executor_options(f)
     f.set_defaults(_run=run_fewshot_cli)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from workbench.cli.common import add_config_options, add_run_options, config_from_args
+from workbench.cli.common import add_config_options, add_recipe_options, add_run_options, config_from_args
 from workbench.config import ConfigError, MetaTrainConfig
 from workbench.learn.metatrain import run_meta_training
 
@@ -18,6 +18,7 @@ def add_cli(subparsers):
     p = subparsers.add_parser("meta-train", help="meta-train a soft prompt (MetaPT pseudo-tasks, MPT sources)",
                               description=__doc__.split("\n\n")[0])
     add_config_options(p, MetaTrainConfig, FLAGS)
+    add_recipe_options(p, "meta-train")
     p.add_argument("--opt", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="an option for a third-party task source (goes to source_options)")
     add_run_options(p, resume=True)

@@ -17,6 +17,7 @@ from workbench.config.base import (  # noqa: F401
 )
 from workbench.config.commands import BayesReportConfig, ClusterConfig, DomainGenConfig, ExploreConfig, SimilarityConfig  # noqa: F401
 from workbench.config.sections import (  # noqa: F401
+                                   CHOICE_TYPES,
                                    LETTERS,
                                    TASK_TYPES,
                                    BackboneConfig,

@@ -10,6 +10,7 @@ from workbench.config.base import DEFAULT_SEEDS, ConfigError, knob, literal, sec
 
 TASK_TYPES = ("nsp", "nss", "scsp", "scss", "scc")  # SUPMER's self-supervised task types
 LETTERS = "ABCDEFGHIJ"  # multiple-choice option letters (bounds selfsup.n_options)
+CHOICE_TYPES = ("nss", "scss", "scc")  # the task types with options (selfsup.n_options, selfsup.options_per_type)
 
 
 def check_choices(cfg, prefix: str) -> None:
@@ -28,7 +29,8 @@ def check_positive(cfg, prefix: str, names: tuple, minimum=1) -> None:
 
 @dataclass
 class BackboneConfig:
-    name: str = knob("minilm", "minilm (the offline default), a Hugging Face name, or a local path")
+    name: str = knob("minilm", "minilm (the offline default), a Hugging Face name (offline: from the HF cache), a "
+                     "local path, or a PEFT prompt-tuning adapter folder (its base model; its prompt is the 'file' init)")
     family: str | None = knob(None, "None = read from the model config", (None, "encoder", "mlm", "seq2seq", "causal"))
     attn: str = knob("auto", "attention kernel; auto = sdpa, or eager when second_order", ("auto", "eager", "sdpa"))
     second_order: bool = knob(False, "load so that gradients of gradients work (eager attention)")
@@ -47,8 +49,9 @@ class PromptConfig:
     init: str = knob("random", "default init (methods name inits explicitly)")
     init_text: str | None = knob(None, "text of the 'text' init")
     init_path: str | None = knob(None, "the 'file' init: a saved prompt or PEFT adapter directory")
-    position: str = knob("auto", "auto: after a leading [CLS]/<s>/BOS, else first; prepend: always first (PEFT)",
-                         ("auto", "prepend"))
+    position: str = knob("auto", "auto: after a leading [CLS]/<s>/BOS, else first; prepend: always first (PEFT); "
+                         "append: after each example's input, before a trailing [SEP]/</s> (MPT; causal LMs: "
+                         "between the context and the label)", ("auto", "prepend", "append"))
     pool_prompt: bool = knob(False, "similarity head: include prompt positions in the mean-pooled output")
     vocab_top: int = knob(5000, "the 'vocab' init samples among this many most frequent tokens")
 
@@ -101,6 +104,9 @@ class TuneConfig:
                           "(tune.cv_folds-fold cross-validation over train+dev, then one run on all of it)",
                           ("dev", "cv"))
     cv_folds: int = knob(4, "tune.selection=cv: folds (stratified, seeded; at most the examples per class)")
+    select_metric: str = knob("acc", "the dev score that selects the step and the learning rate (dev and cv) and drives "
+                              "early stopping: acc (accuracy) or macro_f1 (macro-averaged F1, MPT's metric for "
+                              "classification); ties: lower dev loss", ("acc", "macro_f1"))
 
     def __post_init__(self):
         check_choices(self, "tune")
@@ -182,7 +188,7 @@ class MetaConfig:
     multitask_source: str = knob("labelled", "the multitask init's tasks", ("labelled", "pseudo"))
     cache: bool = knob(True, "meta inits: reuse a prompt trained with the same configuration ($WORKBENCH_CACHE/meta)")
     shared: bool = knob(True, "meta inits that do not depend on the target (supmer, supmer+psi; metapt when "
-                        "pseudo.template is not 'target'): one training for every target dataset of the run, "
+                        "pseudo.template is not 'target' and pseudo.tasks is clusters-as-classes): one training for every target dataset of the run, "
                         "decontaminated against the train and test texts of all of them")
 
     def __post_init__(self):
@@ -213,6 +219,10 @@ class PseudoConfig:
     limit: int = knob(4000, "seeded random sample of the corpus (texts with >= min_words words)")
     min_words: int = knob(6, "shortest corpus text used")
     n_way: int = knob(3, "N clusters per episode")
+    tasks: str = knob("clusters-as-classes", "episode construction: clusters-as-classes (N clusters are an "
+                      "episode's N classes) | labels-within-clusters (MetaPT/PPT: one cluster is one task, its texts "
+                      "pseudo-labelled in the target's label space by the backbone's zero-shot prediction)",
+                      ("clusters-as-classes", "labels-within-clusters"))
     label: str = knob("words", "how a cluster is named (keywords, medoid: similarity head only)",
                       ("words", "keywords", "medoid"))
     template: str = knob("target", "task format: target (the target dataset's), generic, or a template string")
@@ -259,6 +269,8 @@ class SelfSupConfig:
     per_task_support: int = knob(4, "support examples per task, labels balanced (the types differ in class count)")
     per_task_query: int = knob(4, "query examples per task (the augmentation set has as many)")
     n_options: int = knob(4, "options of multiple choice (nss, scss) and of centroid classification (scc)")
+    options_per_type: dict = knob({}, "per-type option counts overriding n_options, e.g. {'nss': 6} (SUPMER/PPT: nss "
+                                  "6, scss 4, scc 4); keys among nss, scss, scc; {} = n_options for every type")
     anchor_words: int = knob(30, "multiple choice: anchor cut to this many words")
     option_words: int = knob(15, "multiple choice: each option cut to this many words")
     val_fraction: float = knob(0.1, "documents held out for meta-validation episodes")
@@ -274,8 +286,32 @@ class SelfSupConfig:
         check_positive(self, "selfsup", ("per_task_support", "per_task_query"))
         if self.n_options > len(LETTERS):
             raise ConfigError(f"selfsup.n_options must be <= {len(LETTERS)}, got {self.n_options}")
+        self._check_options_per_type()
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"selfsup.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+    def _check_options_per_type(self):
+        per = self.options_per_type
+        bad = [t for t in per if t not in CHOICE_TYPES]
+        if bad:
+            raise ConfigError(f"selfsup.options_per_type: {bad} have no options; its keys must be among "
+                              f"{list(CHOICE_TYPES)}, got {per}")
+        wrong = {t: n for t, n in per.items() if isinstance(n, bool) or not isinstance(n, int)
+                 or not 2 <= n <= len(LETTERS)}
+        if wrong:
+            raise ConfigError(f"selfsup.options_per_type: option counts must be integers from 2 to {len(LETTERS)}, "
+                              f"got {wrong}")
+
+    def options(self, t: str) -> int:
+        """The option count of task type ``t`` (``options_per_type``, else ``n_options``)."""
+        return self.options_per_type.get(t, self.n_options)
+
+    def options_knob(self, t: str) -> str:
+        """The knob that sets type ``t``'s option count, with its value, for messages."""
+        if t in self.options_per_type:
+            return f"selfsup.options_per_type[{t!r}]={self.options_per_type[t]}"
+        return f"selfsup.n_options={self.n_options}"
 
 
 @dataclass
@@ -365,6 +401,7 @@ class FewShotConfig:
     selfsup: SelfSupConfig = section(SelfSupConfig, "SUPMER's self-supervised tasks (supmer, supmer+psi)")
     supmer: SupmerConfig = section(SupmerConfig, "SUPMER's learner (supmer, supmer+psi)")
     bayes: BayesConfig = section(BayesConfig, "BayesPrompt's distribution (bayes)")
+    recipe: dict = knob({}, "the recipe the run started from (--recipe): name, scale, sha256 of its file; {} = none")
 
     def __post_init__(self):
         check_positive(self, "fewshot", ("k",))
@@ -393,6 +430,7 @@ class MetaTrainConfig:
     supmer: SupmerConfig = section(SupmerConfig, "learner supmer: ψ and curriculum mixup")
     source_options: dict = knob({}, "free-form options for third-party task sources")
     out: str = knob("runs/meta", "run directory")
+    recipe: dict = knob({}, "the recipe the run started from (--recipe): name, scale, sha256 of its file; {} = none")
 
     @staticmethod
     def migrate_old(data: dict) -> None:

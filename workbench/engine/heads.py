@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from workbench.config import ConfigError, PromptConfig, TaskConfig
 from workbench.engine.backbones import Backbone
-from workbench.engine.prompts import Spliced, expand_prompt, insert_position, splice
-from workbench.engine.templates import TaskFormat, render, truncate_texts
+from workbench.engine.prompts import (Spliced, append_offsets, expand_prompt, insert_position, splice,
+                                      trailing_specials)
+from workbench.engine.templates import TaskFormat, label_ids, render, truncate_texts
 
 _MLM_HEAD_ATTRS = ("cls", "lm_head")  # modules mapping hidden states to vocabulary logits, transform included
 
@@ -55,7 +56,9 @@ class Head:
                  max_length: int):
         self.bb, self.fmt, self.cfg, self.max_length = backbone, fmt, task_cfg, max_length
         self.tok = backbone.tokenizer
+        self.position = prompt_cfg.position
         self.offset = insert_position(self.tok, prompt_cfg.position)
+        self.trailing = trailing_specials(self.tok)
         self.pool_prompt = prompt_cfg.pool_prompt
         self.use_tt = "token_type_ids" in getattr(self.tok, "model_input_names", []) and \
             getattr(backbone.config, "type_vocab_size", 2) > 1
@@ -108,8 +111,18 @@ class Head:
         dev = self.bb.device
         return {"input_ids": ids.to(dev), "attention_mask": am.to(dev), "token_type_ids": tt.to(dev) if tt is not None else None}
 
+    def prompt_at(self, batch: dict) -> int | torch.Tensor:
+        """Where the prompt goes: ``self.offset`` for the batch, or (B,) per example with ``position="append"``
+        (``batch["prompt_at"]`` when the head set it, else after each row's last real token, before its trailing
+        special token)."""
+        if self.position != "append":
+            return self.offset
+        if "prompt_at" in batch:
+            return batch["prompt_at"]
+        return append_offsets(batch["attention_mask"], self.trailing)
+
     def spliced(self, batch: dict, prompt) -> Spliced:
-        return splice(self.bb.embed(batch["input_ids"]), batch["attention_mask"], prompt, self.offset,
+        return splice(self.bb.embed(batch["input_ids"]), batch["attention_mask"], prompt, self.prompt_at(batch),
                       batch["token_type_ids"])
 
     def pool(self, hidden: torch.Tensor, sp: Spliced) -> torch.Tensor:
@@ -118,13 +131,11 @@ class Head:
         return (hidden * w).sum(1) / w.sum(1).clamp_min(1.0)
 
     def label_pieces(self) -> list[list[int]]:
-        """Token ids of each label word, with a leading space when the template has one before {mask}."""
-        t = self.fmt.template
-        i = t.find("{mask}")
-        space = " " if i > 0 and t[i - 1].isspace() else ""
+        """Token ids of each label word as tokenised in the template's context (``templates.label_ids``): with a
+        leading space when the template has one before {mask}, without a word-start marker when it has none."""
         out = []
         for word in self.fmt.verbalizer:
-            ids = self.tok(space + word, add_special_tokens=False)["input_ids"]
+            ids = label_ids(self.tok, self.fmt.template, word)
             if not ids:
                 raise ConfigError(f"label word {word!r} tokenizes to nothing for backbone {self.bb.name!r}")
             out.append(ids)
@@ -314,6 +325,9 @@ class CausalHead(Head):
         if not self.single:  # one sequence per (example, class): context followed by the label pieces
             rows = [{"input_ids": e["input_ids"] + p, "token_type_ids": None} for e in encs for p in self.pieces]
             b["expanded"] = self.pad(rows)
+            # append: the prompt goes between the context and the label pieces, where it goes in the context alone
+            b["expanded"]["prompt_at"] = append_offsets(b["attention_mask"], self.trailing).repeat_interleave(
+                len(self.pieces))
         return b
 
     def joinable(self, batch):
@@ -324,7 +338,7 @@ class CausalHead(Head):
         B, C = h.shape[0], self.n_classes
         feats = self.pool(h, sp)
         if self.single:
-            last = sp.shift(batch["last"])
+            last = sp.predictor(batch["last"])
             logp = self.out_emb(h[torch.arange(B, device=h.device), last]).float().log_softmax(-1)
             ids = torch.tensor([p[0] for p in self.pieces], device=logp.device)
             return logp[:, ids], feats
@@ -333,7 +347,7 @@ class CausalHead(Head):
         n = max(len(p) for p in self.pieces)
         ctx_len = batch["last"].repeat_interleave(C) + 1  # tokens before the label
         j = torch.arange(n, device=h.device)
-        pred_pos = spx.shift(ctx_len.unsqueeze(1) - 1 + j).clamp(max=hx.shape[1] - 1)  # hidden predicting piece j
+        pred_pos = spx.predictor(ctx_len.unsqueeze(1) - 1 + j).clamp(max=hx.shape[1] - 1)  # hidden predicting piece j
         pad = torch.tensor([p + [p[-1]] * (n - len(p)) for p in self.pieces], device=h.device).repeat(B, 1)
         valid = torch.tensor([[1.0] * len(p) + [0.0] * (n - len(p)) for p in self.pieces], device=h.device).repeat(B, 1)
         rows = torch.arange(B * C, device=h.device).unsqueeze(1)

@@ -15,18 +15,12 @@ from __future__ import annotations
 import torch
 
 from workbench.engine.heads import Head, Pass
-from workbench.engine.prompts import Spliced
 
 
 def _pad_to(t: torch.Tensor | None, T: int, value: int) -> torch.Tensor | None:
     if t is None or t.shape[1] == T:
         return t
     return torch.cat([t, t.new_full((t.shape[0], T - t.shape[1]), value)], dim=1)
-
-
-def _rows(sp: Spliced, sl: slice) -> Spliced:
-    tt = sp.token_type_ids[sl] if sp.token_type_ids is not None else None
-    return Spliced(sp.inputs_embeds[sl], sp.attention_mask[sl], tt, sp.prompt_mask[sl], sp.offset, sp.length)
 
 
 def _per_example(prompt: torch.Tensor | None, n: int, L: int, d: int, like: torch.Tensor) -> torch.Tensor:
@@ -65,7 +59,8 @@ def joint_forward(items: list[tuple[Head, dict, torch.Tensor | None]]) -> list[t
         return []
     heads = [h for h, _, _ in items]
     bb = heads[0].bb
-    if any(h.bb is not bb or h.offset != heads[0].offset or h.use_tt != heads[0].use_tt for h in heads):
+    same = (heads[0].offset, heads[0].position, heads[0].use_tt)
+    if any(h.bb is not bb or (h.offset, h.position, h.use_tt) != same for h in heads):
         raise ValueError("joint_forward needs heads on one backbone with the same prompt position")
     lengths = {p.shape[-2] for _, _, p in items if p is not None}
     if len(lengths) > 1 or (lengths and any(p is None for _, _, p in items)):
@@ -93,12 +88,14 @@ def _one_pass(items: list[tuple[Head, dict, torch.Tensor | None]]) -> list[tuple
     L = lengths.pop() if lengths else 0
     sizes = [b["input_ids"].shape[0] for _, b, _ in items]
     prompts = torch.cat([_per_example(p, n, L, d, bb.embeddings.weight) for (_, _, p), n in zip(items, sizes)])
-    out = heads[0].encode_pass({"input_ids": ids, "attention_mask": am, "token_type_ids": tt},
-                               prompts if L else None)
+    batch = {"input_ids": ids, "attention_mask": am, "token_type_ids": tt}
+    if heads[0].position == "append":  # per-example offsets, each head's own (padding does not move them)
+        batch["prompt_at"] = torch.cat([torch.as_tensor(h.prompt_at(b)) for h, b, _ in items])
+    out = heads[0].encode_pass(batch, prompts if L else None)
     results, start = [], 0
     for (head, batch, prompt), n in zip(items, sizes):
         sl = slice(start, start + n)
-        sub = Pass(out.hidden[sl], _rows(out.sp, sl), out.logits[sl] if out.logits is not None else None)
+        sub = Pass(out.hidden[sl], out.sp.rows(sl), out.logits[sl] if out.logits is not None else None)
         results.append(head.score(batch, sub, prompt))
         start += n
     return results

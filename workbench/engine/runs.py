@@ -232,7 +232,12 @@ def read_run(path, hint: str = "") -> Run:
 
 # ----------------------------------------------------------------------------------------------- prompts
 def save_prompt(directory: str | Path, prompt: torch.Tensor, backbone, extra: dict | None = None) -> Path:
-    """Save ``prompt`` (L, d) as a PEFT prompt-tuning adapter that ``PeftModel.from_pretrained`` can load."""
+    """Save ``prompt`` (L, d) as a PEFT prompt-tuning adapter that ``PeftModel.from_pretrained`` can load.
+
+    ``extra["position"]`` (the ``prompt.position`` it was trained with) is written into the sidecar and into the
+    safetensors metadata (``workbench_position``): PEFT has no field for it and always prepends, so a prompt trained
+    with ``append`` (or ``auto`` after a [CLS]/<s>/BOS) reads differently under PEFT; :func:`load_prompt` returns it.
+    """
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -250,7 +255,9 @@ def save_prompt(directory: str | Path, prompt: torch.Tensor, backbone, extra: di
         "auto_mapping": None, "modules_to_save": None,
     }
     tmp = directory / ".adapter_model.safetensors.tmp"
-    save_file({"prompt_embeddings": prompt}, str(tmp), metadata={"format": "pt"})
+    position = (extra or {}).get("position")
+    save_file({"prompt_embeddings": prompt}, str(tmp),
+              metadata={"format": "pt", **({"workbench_position": position} if position else {})})
     os.replace(tmp, directory / "adapter_model.safetensors")
     write_json(directory / "adapter_config.json", adapter)
     write_json(directory / "workbench_prompt.json", {"shape": [L, d], "backbone": backbone.name,
@@ -260,7 +267,8 @@ def save_prompt(directory: str | Path, prompt: torch.Tensor, backbone, extra: di
 
 
 def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
-    """Load a prompt from a PEFT adapter directory or a ``.safetensors`` file holding ``prompt_embeddings``."""
+    """Load a prompt from a PEFT adapter directory or a ``.safetensors`` file holding ``prompt_embeddings``; the
+    metadata's ``position`` is the ``prompt.position`` it was saved with (None when not recorded)."""
 
     path = Path(path)
     file = path / "adapter_model.safetensors" if path.is_dir() else path
@@ -273,6 +281,7 @@ def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
         if "prompt_embeddings" not in keys:
             raise RunError(f"{file} holds {keys}, not 'prompt_embeddings'")
         prompt = f.get_tensor("prompt_embeddings").float()
+        position = (f.metadata() or {}).get("workbench_position")
     meta = {}
     d = file.parent
     if (d / "adapter_config.json").exists():
@@ -282,6 +291,8 @@ def load_prompt(path: str | Path) -> tuple[torch.Tensor, dict]:
             prompt = prompt[:n]
     if (d / "workbench_prompt.json").exists():
         meta["workbench"] = read_json(d / "workbench_prompt.json")
+        position = position or meta["workbench"].get("position")
+    meta["position"] = position
     return prompt, meta
 
 

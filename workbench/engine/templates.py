@@ -38,6 +38,9 @@ GENERIC = {
     "single": {"template": "{text} This is {mask}.", "label_template": "{label}"},
     "pair": {"template": "{text_a} ? {mask} , {text_b}", "label_template": "{label}"},
 }
+# A causal LM reads a template only up to {mask} (the label is the continuation): presets that put text after the
+# mask (agnews' "{mask} News: {text}", the pair templates) are replaced by these for the causal family.
+CAUSAL_GENERIC = {"single": "{text} This is {mask}.", "pair": "{text_a} ? {text_b} ? {mask}"}
 SIMILARITY_TEMPLATES = {"single": "{text}", "pair": "{text_a}{sep}{text_b}"}
 _PLACEHOLDER = re.compile(r"\{(text|text_a|text_b|mask|sep)\}")
 
@@ -77,6 +80,8 @@ def resolve_format(dataset_name: str, task: str, labels: list[str], family: str,
         template = cfg.template or SIMILARITY_TEMPLATES[task]
     else:
         template = cfg.template or preset.get("template") or generic["template"]
+        if family == "causal" and not cfg.template and text_after_mask(template):
+            template = CAUSAL_GENERIC[task]  # the preset's text would come after the label: never seen
     label_template = cfg.label_template or preset.get("label_template") or generic["label_template"]
     if "{label}" not in label_template:
         raise ConfigError(f"task.label_template must contain {{label}}, got {label_template!r}")
@@ -98,6 +103,16 @@ def check_template(template: str, task: str, family: str):
         raise ConfigError(f"task.template {template!r} needs exactly one {{mask}} for a {family} backbone")
     if names.count("sep") > 1:
         raise ConfigError(f"task.template {template!r} may contain at most one {{sep}}")
+    if family == "causal" and text_after_mask(template):
+        raise ConfigError(f"task.template {template!r}: a causal LM reads the template only up to {{mask}} (the label "
+                          f"is its continuation), so {{text}}/{{text_b}} after {{mask}} would never be seen; put them "
+                          f"before it, e.g. {CAUSAL_GENERIC[task]!r}")
+
+
+def text_after_mask(template: str) -> bool:
+    """Whether a text placeholder comes after ``{mask}`` in ``template``."""
+    names = _PLACEHOLDER.findall(template)
+    return "mask" in names and any(n in ("text", "text_a", "text_b") for n in names[names.index("mask") + 1:])
 
 
 def render(template: str, text_a: str, text_b: str | None, mask: str) -> list[str]:
@@ -105,6 +120,25 @@ def render(template: str, text_a: str, text_b: str | None, mask: str) -> list[st
     out = _PLACEHOLDER.sub(lambda m: {"text": text_a, "text_a": text_a, "text_b": text_b or "", "mask": mask,
                                       "sep": "\x00"}[m.group(1)], template)
     return [s.strip() for s in out.split("\x00")]
+
+
+def label_ids(tokenizer, template: str, word: str) -> list[int]:
+    """Token ids of the label ``word`` as it is tokenised where ``{mask}`` stands in ``template``.
+
+    The word is tokenised after the template's literal text before ``{mask}`` (from the previous placeholder on)
+    and that text's tokens are removed: so it keeps a space before it where the template has one (" great" is
+    another token than "great" in byte-level BPE), and gets no word-start "▁" where the template has none (a
+    SentencePiece tokenizer marks a word standing alone as a word start). Where there is no literal text before the
+    mask, or the text's last token merges with the word, the word (with its space) is tokenised alone.
+    """
+    i = template.find("{mask}")
+    space = " " if i > 0 and template[i - 1].isspace() else ""
+    anchor = _PLACEHOLDER.split(template[:i])[-1].rstrip()
+    ids = tokenizer(anchor + space + word, add_special_tokens=False)["input_ids"]
+    head = tokenizer(anchor, add_special_tokens=False)["input_ids"] if anchor else []
+    if head and ids[:len(head)] == head and len(ids) > len(head):
+        return ids[len(head):]
+    return tokenizer(space + word, add_special_tokens=False)["input_ids"]
 
 
 def truncate_texts(tokenizer, text_a: str, text_b: str | None, budget: int) -> tuple[str, str | None]:

@@ -87,6 +87,7 @@ class BayesRunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     bayes: BayesConfig = field(default_factory=BayesConfig)
+    recipe: dict = field(default_factory=dict)  # the recipe the run started from (--recipe): name, scale, sha256
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
@@ -202,7 +203,8 @@ def run_bayes(cfg: BayesRunConfig, backbone=None, progress: bool = True) -> dict
                 def tuned(method, res, prov):
                     save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
                                 {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "best_step": res.best_step,
-                                 "dev_acc": res.dev["acc"], "insert_offset": head.offset, "provenance": prov})
+                                 "dev_acc": res.dev["acc"], "insert_offset": head.offset, "position": head.position,
+                                 "provenance": prov})
                     return {"dev_acc": res.dev["acc"], "best_step": res.best_step, "steps_run": res.steps_run,
                             "wall_s": round(res.wall_s, 2)}
 

@@ -76,6 +76,7 @@ class Suite:
     init_options: dict = field(default_factory=dict)  # method -> {"prompt.init_text": "...", "tune.lr": 0.3}
     families: dict = knob({}, "Holm families: name -> [init, ...]; the paired tests are Holm-corrected within each "
                               "family, methods in none form the family 'other'; {} = one family over all comparisons")
+    recipe: dict = knob({}, "the recipe the suite started from (--recipe): name, scale, sha256 of its file")
     # every other key of a suite is a section of FewShotConfig shared by all rows: backbone, prompt, task, tune,
     # meta (the meta inits' training), and any section added to FewShotConfig later
 

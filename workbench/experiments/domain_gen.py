@@ -33,7 +33,7 @@ from workbench.engine.progress import progress_bar
 from workbench.engine.runs import load_prompt, save_prompt
 from workbench.engine.splits import decontaminate, kshot_split, normalize_text, subsample, texts_of
 from workbench.engine.templates import resolve_format
-from workbench.learn.inits import InitContext, make_prompt
+from workbench.learn.inits import InitContext, make_prompt, warn_position
 from workbench.learn.tuner import evaluate, tune_prompt
 from workbench.methods.psi import load_psi
 from workbench.methods.supmer import grad_hook_for
@@ -96,7 +96,8 @@ def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), 
         for method in methods:
             t0 = time.perf_counter()
             if meta_run is not None and method in ("supmer", "supmer+psi"):
-                init, _ = load_prompt(f"{meta_run}/prompt")
+                init, saved = load_prompt(f"{meta_run}/prompt")
+                warn_position(saved["position"], prompt.position, f"{meta_run}/prompt")
                 prov = {"init": method, "meta_run": str(meta_run)}
                 if method == "supmer+psi":
                     load_psi(f"{meta_run}/psi", tuple(init.shape), backbone)
@@ -118,7 +119,7 @@ def domain_generalisation(backbone, methods=("random", "supmer", "supmer+psi"), 
             if run is not None:
                 save_prompt(run.path / "adapters" / src.name / method / f"seed{seed}", res.prompt, backbone,
                             {"dataset": src.name, "method": method, "seed": seed, "k": k, "best_step": res.best_step,
-                             "insert_offset": head.offset, "provenance": prov})
+                             "insert_offset": head.offset, "position": head.position, "provenance": prov})
             bar.update(1)
     bar.close()
     df = pd.DataFrame(rows)

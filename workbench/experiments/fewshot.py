@@ -30,7 +30,7 @@ from workbench.engine.splits import kshot_split, subsample
 from workbench.engine.templates import resolve_format
 from workbench.experiments.baselines import linear_probe
 from workbench.experiments.executors import FAILED, Executor, WorkerJob, failures, job_token
-from workbench.learn.inits import INITS, InitContext, downstream_grad_hook, make_prompt
+from workbench.learn.inits import INITS, InitContext, downstream_grad_hook, make_prompt, saved_prompt
 from workbench.learn.selection import curve_auc, stratified_folds, tune_selected
 from workbench.learn.tuner import evaluate, metrics, predict
 
@@ -60,6 +60,8 @@ class Prepared:
 
 
 def prepare(cfg: FewShotConfig, backbone: Backbone) -> list[Prepared]:
+    if "file" in cfg.methods:  # a missing or mis-shaped saved prompt is refused before any row runs
+        saved_prompt(backbone, cfg.prompt)
     out = []
     for name in cfg.datasets:
         ds = load_dataset(name)
@@ -216,7 +218,8 @@ def _prompt_tuning(method, prep, split, seed, cfg, backbone, run, progress, targ
     test = _test_scores(head, split.test, res, cfg.tune, progress, ds.name)
     adapter = save_prompt(run.path / "adapters" / ds.name / method / f"seed{seed}", res.prompt, backbone,
                           {"dataset": ds.name, "method": method, "seed": seed, "k": cfg.k, "best_step": res.best_step,
-                           "dev_acc": res.dev["acc"], "insert_offset": head.offset, "provenance": prov})
+                           "dev_acc": res.dev["acc"], "insert_offset": head.offset, "position": head.position,
+                           "provenance": prov})
     if res.snapshots:  # tune.snapshot_every > 0: the prompt's trajectory, next to the adapter
         save_snapshots(adapter, res.snapshots, best_step=res.best_step)
     row = {"dev_acc": res.dev["acc"], "dev_f1": res.dev["f1"], "dev_loss": res.dev["loss"], "test_acc": test[0]["acc"],

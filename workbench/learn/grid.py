@@ -92,7 +92,8 @@ def score_members(head, examples, runs: list[PromptRun], cfg: TuneConfig) -> lis
     return [metrics(lg, labels, head.n_classes) for lg in logits]
 
 
-def select_member(results: list[TuneResult], lrs: list[float]) -> int:
-    """The member a grid keeps: best dev accuracy, then lower dev loss, then earlier best step, then smaller lr."""
-    return min(range(len(results)), key=lambda g: (-results[g].dev["acc"], results[g].dev["loss"],
+def select_member(results: list[TuneResult], lrs: list[float], key: str = "acc") -> int:
+    """The member a grid keeps: best dev score ``key`` ("acc" or "f1", see ``tune.select_metric``), then lower dev
+    loss, then earlier best step, then smaller lr."""
+    return min(range(len(results)), key=lambda g: (-results[g].dev[key], results[g].dev["loss"],
                                                    results[g].best_step, lrs[g]))

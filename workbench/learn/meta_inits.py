@@ -19,10 +19,13 @@ from pathlib import Path
 
 from workbench.config import ConfigError, FewShotConfig, MetaTrainConfig, PromptConfig, to_dict
 from workbench.engine.runs import load_prompt
-from workbench.learn.inits import InitContext
+from workbench.learn.inits import InitContext, names_prompt
 from workbench.learn.metatrain import run_meta_training
+from workbench.tasks.episodes import make_source
+from workbench.tasks.labelled import resolve_sources
 
 _TRAINED: dict[str, tuple] = {}
+_SOURCE_NAMES: dict[str, list[str]] = {}  # cache key -> the labelled sources ``auto`` selected (task-names)
 META_INITS = ("metapt", "mpt-maml", "mpt-fomaml", "mpt-reptile", "multitask", "supmer", "supmer+psi")
 
 
@@ -73,8 +76,10 @@ def meta_config_for(init: str, ctx: InitContext) -> MetaTrainConfig:
 
 def target_free(source: str, fs: FewShotConfig) -> bool:
     """Whether a meta init's tasks do not depend on the target (only its decontamination does): SUPMER's
-    self-supervised tasks, and MetaPT's pseudo-tasks unless they take the target's format."""
-    return source == "selfsup" or (source == "pseudo" and fs.pseudo.template != "target")
+    self-supervised tasks, and MetaPT's pseudo-tasks unless they take the target's format or (labels within
+    clusters) its label space."""
+    own_labels = fs.pseudo.tasks == "clusters-as-classes"
+    return source == "selfsup" or (source == "pseudo" and fs.pseudo.template != "target" and own_labels)
 
 
 def decontaminated_against(cfg: MetaTrainConfig) -> list[str]:
@@ -155,3 +160,26 @@ def meta_init(init: str, ctx: InitContext):
     """The init function of every meta init except SUPMER's (which adds its ψ): the trained prompt, provenance."""
     prompt, prov, _ = trained_prompt(init, ctx)
     return prompt, prov
+
+
+def source_task_names(ctx: InitContext) -> list[str]:
+    """The names of the labelled source datasets MPT meta-trains on for ``ctx``'s target: ``labelled.datasets``, or
+    the ``labelled.sources`` configuration resolved (``auto``: its learnability and similarity selection, as the
+    ``labelled`` task source makes it). The config is ``ctx.extras["config"]``: a MetaTrainConfig (its own target)
+    or a FewShotConfig (the target is ``ctx.dataset``)."""
+    cfg = ctx.extras.get("config")
+    if not isinstance(cfg, MetaTrainConfig):
+        cfg = meta_config_for("mpt-fomaml", ctx)
+    lc = cfg.labelled
+    if lc.datasets or lc.sources != "auto":
+        return [Path(str(n)).name for n in resolve_sources(cfg.target, lc.sources, lc.datasets)]
+    key = cache_key(dataclasses.replace(cfg, source="labelled", method="fomaml"), ctx.backbone)
+    if key not in _SOURCE_NAMES:  # the auto selection scores every candidate: once per config, not once per seed
+        _SOURCE_NAMES[key] = list(make_source("labelled", cfg, ctx.backbone, target=cfg.target).info["sources"])
+    return _SOURCE_NAMES[key]
+
+
+def task_names_init(ctx: InitContext):
+    """MPT's prompt init: one row per source-task name (:func:`source_task_names`), frequent tokens after them."""
+    return names_prompt(ctx, source_task_names(ctx), "task-names",
+                        "labelled.datasets, labelled.sources or labelled.auto_top")

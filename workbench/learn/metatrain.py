@@ -277,7 +277,8 @@ def _train(cfg: MetaTrainConfig, backbone, setup: dict, progress: bool, stop_aft
     t0 = time.perf_counter()
     source = make_source(cfg.source, cfg, backbone, target=cfg.target)
     torch.manual_seed(cfg.meta.seed)
-    init, prov = make_prompt(cfg.prompt.init, InitContext(backbone, cfg.prompt, cfg.meta.seed))
+    init, prov = make_prompt(cfg.prompt.init, InitContext(backbone, cfg.prompt, cfg.meta.seed,
+                                                          extras={"config": cfg}))  # task-names: its sources
     P = torch.nn.Parameter(init.to(backbone.device))
     opt = _optimizer(P, cfg)
     learner = LEARNERS[cfg.method]
@@ -344,7 +345,8 @@ def _train(cfg: MetaTrainConfig, backbone, setup: dict, progress: bool, stop_aft
     chosen = sel["best_P"].to(P.device) if cfg.meta.select == "best" else P.detach()
     save_prompt(work / "prompt", chosen, backbone, {"method": cfg.method, "source": cfg.source, "target": cfg.target,
                                                     "steps": step, "selected_step": report["selected_step"],
-                                                    "insert_offset": val[0].head.offset if val else None})
+                                                    "insert_offset": val[0].head.offset if val else None,
+                                                    "position": cfg.prompt.position})
     if learner.finalize:
         if cfg.meta.select == "best":  # the learner's modules from the selected step, with its prompt
             for name, sd in sel.get("best_modules", {}).items():

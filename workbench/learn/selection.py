@@ -3,11 +3,12 @@
 Two selection protocols (``tune.selection``):
 
 - ``dev``: the candidates (every member of ``tune.lr_grid``, or ``tune.lr`` alone, at every dev-evaluation step,
-  step 0 included) are scored on the k-per-class dev split; the best dev accuracy wins, ties broken by lower dev loss,
-  the earlier step, the smaller learning rate. The winner's prompt is the result.
+  step 0 included) are scored on the k-per-class dev split; the best dev score wins (``tune.select_metric``: accuracy
+  or macro-F1), ties broken by lower dev loss, the earlier step, the smaller learning rate. The winner's prompt is the
+  result.
 - ``cv``: "true few-shot" selection (Perez et al., 2021). Train and dev are pooled (2k per class) and dealt into
   ``tune.cv_folds`` stratified, seeded folds; for each fold the grid is tuned on the other folds and scored on it (no
-  early stopping, so every fold scores every candidate). The candidate with the best mean fold accuracy (ties: lower
+  early stopping, so every fold scores every candidate). The candidate with the best mean fold score (ties: lower
   mean loss, earlier step, smaller rate) is then trained once on the whole pool for its number of steps, and that
   prompt is the result. Costs ``cv_folds + 1`` runs of the grid.
 
@@ -25,7 +26,7 @@ import torch
 
 from workbench.config import ConfigError, TuneConfig
 from workbench.learn.grid import select_member, train_step, tune_grid
-from workbench.learn.tuner import PromptRun, batch_order
+from workbench.learn.tuner import PromptRun, batch_order, select_key
 
 
 @dataclass
@@ -71,9 +72,11 @@ def tune_selected(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: i
         return _cv(head, init, list(train) + list(dev), cfg, seed, desc, kw)
     lrs = grid_lrs(cfg)
     results = tune_grid(head, init, train, dev, dataclasses.replace(cfg, lr_grid=[]), seed, lrs, desc=desc, **kw)
-    g = select_member(results, lrs)
+    key = select_key(cfg)
+    g = select_member(results, lrs, key)
     res = results[g]
-    record = {"selection": "dev", "lr": lrs[g] if cfg.optimizer != "adafactor-relative" else None}
+    record = {"selection": "dev", "select_metric": cfg.select_metric,
+              "lr": lrs[g] if cfg.optimizer != "adafactor-relative" else None}
     if cfg.lr_grid:
         record["lr_grid"] = [{"lr": lr, "dev_acc": r.dev["acc"], "dev_f1": r.dev["f1"], "dev_loss": r.dev["loss"],
                               "best_step": r.best_step, "steps_run": r.steps_run} for lr, r in zip(lrs, results)]
@@ -84,7 +87,7 @@ def tune_selected(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: i
         out.prompts.append(init.detach().float().cpu())
         for b in curve_budgets(cfg):
             within = [r.budget_best[b] if b in r.budget_best else _as_best(r) for r in results]
-            h = min(range(len(lrs)), key=lambda i: (-within[i]["dev"]["acc"], within[i]["dev"]["loss"],
+            h = min(range(len(lrs)), key=lambda i: (-within[i]["dev"][key], within[i]["dev"]["loss"],
                                                      within[i]["step"], lrs[i]))
             out.points.append({"budget": b, "step": within[h]["step"], "lr": lrs[h], "dev_acc": within[h]["dev"]["acc"]})
             out.prompts.append(within[h]["prompt"])
@@ -117,7 +120,7 @@ def _cv(head, init, pool, cfg: TuneConfig, seed: int, desc: str, kw: dict) -> Se
     lrs = grid_lrs(cfg)
     folds = stratified_folds(pool, cfg.cv_folds, seed, f"in {desc}")
     fold_cfg = dataclasses.replace(cfg, lr_grid=[], patience=0, budgets=[], snapshot_every=0)
-    scores: dict[tuple, list] = {}  # (lr index, step) -> [(acc, loss) per fold]
+    scores: dict[tuple, list] = {}  # (lr index, step) -> [(acc, f1, loss) per fold]
     for f, held in enumerate(folds):
         held_set = set(held)
         tr = [ex for i, ex in enumerate(pool) if i not in held_set]
@@ -125,24 +128,24 @@ def _cv(head, init, pool, cfg: TuneConfig, seed: int, desc: str, kw: dict) -> Se
                             desc=f"{desc} fold{f + 1}/{len(folds)}", **{**kw, "log": _with_fold(kw.get("log"), f)})
         for g, r in enumerate(results):
             for h in r.history:
-                scores.setdefault((g, h["step"]), []).append((h["dev_acc"], h["dev_loss"]))
-    mean = {key: (float(np.mean([a for a, _ in v])), float(np.mean([lo for _, lo in v]))) for key, v in scores.items()}
-    chosen = {b: _cv_best(mean, lrs, b) for b in (curve_budgets(cfg) or [cfg.steps])}
-    chosen[0] = _cv_best(mean, lrs, 0)
+                scores.setdefault((g, h["step"]), []).append((h["dev_acc"], h["dev_f1"], h["dev_loss"]))
+    mean = {key: dict(zip(("acc", "f1", "loss"), np.mean(v, axis=0).tolist())) for key, v in scores.items()}
+    metric = select_key(cfg)
+    chosen = {b: _cv_best(mean, lrs, b, metric) for b in (curve_budgets(cfg) or [cfg.steps])}
+    chosen[0] = _cv_best(mean, lrs, 0, metric)
     prompts = _fit(head, init, pool, cfg, seed, lrs, set(chosen.values()), kw.get("grad_hook"))
     g, step = chosen[cfg.steps]
-    acc, loss = mean[(g, step)]
-    record = {"selection": "cv", "cv_folds": cfg.cv_folds, "lr": lrs[g] if cfg.optimizer != "adafactor-relative"
-              else None, "n_pool": len(pool),
-              "cv_candidates": [{"lr": lrs[gi], "step": s, "cv_acc": a, "cv_loss": lo}
-                                for (gi, s), (a, lo) in sorted(mean.items())]}
-    out = Selected(prompt=prompts[(g, step)], dev={"acc": acc, "f1": math.nan, "loss": loss}, best_step=step,
-                   steps_run=step, stopped_early=False, step0_dev={"acc": mean[(0, 0)][0], "f1": math.nan,
-                                                                    "loss": mean[(0, 0)][1]}, record=record)
+    record = {"selection": "cv", "select_metric": cfg.select_metric, "cv_folds": cfg.cv_folds,
+              "lr": lrs[g] if cfg.optimizer != "adafactor-relative" else None, "n_pool": len(pool),
+              "cv_candidates": [{"lr": lrs[gi], "step": s, "cv_acc": m["acc"], "cv_f1": m["f1"], "cv_loss": m["loss"]}
+                                for (gi, s), m in sorted(mean.items())]}
+    out = Selected(prompt=prompts[(g, step)], dev=mean[(g, step)], best_step=step, steps_run=step,
+                   stopped_early=False, step0_dev=mean[(0, 0)], record=record)
     if cfg.budgets:
         for b in [0, *curve_budgets(cfg)]:
             gb, sb = chosen[b]
-            out.points.append({"budget": b, "step": sb, "lr": None if b == 0 else lrs[gb], "dev_acc": mean[(gb, sb)][0]})
+            out.points.append({"budget": b, "step": sb, "lr": None if b == 0 else lrs[gb],
+                               "dev_acc": mean[(gb, sb)]["acc"]})
             out.prompts.append(prompts[(gb, sb)])
     return out
 
@@ -151,9 +154,11 @@ def _with_fold(log, fold: int):
     return None if log is None else (lambda rec: log({**rec, "fold": fold}))
 
 
-def _cv_best(mean: dict, lrs: list[float], budget: int) -> tuple[int, int]:
+def _cv_best(mean: dict, lrs: list[float], budget: int, metric: str = "acc") -> tuple[int, int]:
+    """The (lr index, step) at a step <= ``budget`` with the best mean fold ``metric`` (ties: lower mean loss,
+    earlier step, smaller rate)."""
     keys = [key for key in mean if key[1] <= budget]
-    return min(keys, key=lambda key: (-mean[key][0], mean[key][1], key[1], lrs[key[0]]))
+    return min(keys, key=lambda key: (-mean[key][metric], mean[key]["loss"], key[1], lrs[key[0]]))
 
 
 def _fit(head, init, pool, cfg: TuneConfig, seed: int, lrs, wanted: set, grad_hook) -> dict:

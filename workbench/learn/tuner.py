@@ -43,6 +43,14 @@ def autocast_ctx(device: torch.device, mode: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+SELECT_KEYS = {"acc": "acc", "macro_f1": "f1"}  # tune.select_metric -> its key in a metrics() dict
+
+
+def select_key(cfg: TuneConfig) -> str:
+    """The key of :func:`metrics`'s dict that ``tune.select_metric`` names ("acc" or "f1")."""
+    return SELECT_KEYS[cfg.select_metric]
+
+
 def metrics(logits: np.ndarray, labels: np.ndarray, n_classes: int) -> dict:
     """Accuracy, macro-F1 and mean cross-entropy from class logits."""
     logits = logits.astype(np.float64)
@@ -183,13 +191,14 @@ class PromptRun:
         self.running: list[float] = []
         self.since, self.steps_run, self.stopped = 0, 0, False
         self.first = self.best = None  # set by start()
+        self.key = select_key(cfg)  # the dev score that selects and early-stops (tune.select_metric)
         self.budget_best: dict[int, dict] = {}  # tune.budgets: the best evaluation at a step <= each budget
 
     def start(self, r: dict) -> None:
         """Step 0: the init's dev scores."""
         self.first = r
         self._record(0, r, None)
-        self.best = _best(0, r, self.prompt)
+        self.best = _best(0, r, self.prompt, self.key)
         self.budget_best = {b: self.best for b in self.cfg.budgets}
         if self.cfg.snapshot_every:
             self.snapshots.append(_snapshot(0, self.prompt, r))
@@ -252,8 +261,8 @@ class PromptRun:
         if self.eval_due(step):
             self._record(step, r, float(np.mean(self.running)))
             self.running = []
-            if (r["acc"], -r["loss"]) > self.best["key"]:
-                self.best, self.since = _best(step, r, self.prompt), 0
+            if (r[self.key], -r["loss"]) > self.best["key"]:
+                self.best, self.since = _best(step, r, self.prompt, self.key), 0
             else:
                 self.since += 1
             self.budget_best.update({b: self.best for b in self.cfg.budgets if step <= b})
@@ -314,8 +323,8 @@ def tune_prompt(head, init: torch.Tensor, train, dev, cfg: TuneConfig, seed: int
     return run.result()
 
 
-def _best(step: int, r: dict, prompt: torch.Tensor) -> dict:
-    return {"key": (r["acc"], -r["loss"]), "step": step, "dev": _m(r), "prompt": prompt.detach().cpu().clone()}
+def _best(step: int, r: dict, prompt: torch.Tensor, key: str = "acc") -> dict:
+    return {"key": (r[key], -r["loss"]), "step": step, "dev": _m(r), "prompt": prompt.detach().cpu().clone()}
 
 
 def _snapshot(step: int, prompt: torch.Tensor, r: dict) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from workbench.learn import inits, meta
 from workbench.learn.inits import register_init
 from workbench.learn.meta import register_learner
-from workbench.learn.meta_inits import meta_init
+from workbench.learn.meta_inits import meta_init, task_names_init
 from workbench.methods import bayes, supmer
 from workbench.tasks import labelled, pseudo, selfsup
 from workbench.tasks.episodes import register_source
@@ -23,7 +23,14 @@ INITS = [  # (name, factory, description, downstream grad hook)
      None),
     ("text", inits.text_init, "token embeddings of prompt.init_text, repeated or truncated to the prompt length", None),
     ("labels", inits.labels_init, "token embeddings of the label words, cycled to the prompt length", None),
-    ("file", inits.file_init, "a saved prompt: PEFT adapter directory or .safetensors file (prompt.init_path)", None),
+    ("file", inits.file_init, "a saved prompt: PEFT adapter directory, .safetensors file or meta-train run "
+     "directory (prompt.init_path)", None),
+    ("file+psi", supmer.file_psi_init, "a meta-train --method supmer run's prompt (prompt.init_path = the run), "
+     "tuned with the run's ψ applied frozen to every gradient", supmer.grad_hook_for),
+    ("task-names", task_names_init, "MPT: one row per labelled source-task name (mean token embedding; labelled.*), "
+     "then frequent tokens (prompt.vocab_top)", None),
+    ("target-name", inits.target_name_init, "MPT's PT baseline: the target's own name (mean token embedding), then "
+     "frequent tokens (prompt.vocab_top)", None),
     ("metapt", lambda ctx: meta_init("metapt", ctx),
      "MetaPT: meta-trained on pseudo-tasks from a clustered unlabeled corpus (meta.*, pseudo.*)", None),
     ("mpt-maml", lambda ctx: meta_init("mpt-maml", ctx),

@@ -36,7 +36,8 @@ Deliberate differences from the released SUPMER code (methods.md §1.5, §1.10):
 Inits: ``supmer`` (the meta-trained prompt, trained once per config + backbone + target and cached) and
 ``supmer+psi`` (the same prompt; its provenance names the saved ψ, which :func:`grad_hook_for` turns into a frozen
 ``tune_prompt`` grad_hook; callers that apply it set ``InitContext.extras["applies_grad_hook"]``, others are refused
-rather than silently tuning without ψ).
+rather than silently tuning without ψ); ``file+psi`` does the same for the prompt and ψ of a given ``meta-train``
+run (``prompt.init_path``).
 
 Options are the ``supmer`` section (:class:`~workbench.config.SupmerConfig`; CLI ``--set supmer.psi=false``), e.g.
 the ablations ``supmer.psi=false`` / ``supmer.mixup=false``; task types are ``selfsup.types`` (``--set
@@ -65,6 +66,7 @@ from workbench.engine.heads import (
 from workbench.engine.joint import joint_forward
 from workbench.engine.prompts import Spliced
 from workbench.learn.data_parallel import Shards
+from workbench.learn.inits import file_init, saved_prompt_path
 from workbench.learn.meta import task_losses
 from workbench.learn.meta_inits import trained_prompt
 from workbench.methods.psi import Psi, PsiError, load_psi, save_psi
@@ -127,7 +129,7 @@ def mixed_logits(head, qb: dict, ab: dict, oq: Pass, oa: Pass, lam: float, promp
         T = max(oq.hidden.shape[1], oa.hidden.shape[1])
         H = lam * _pad(oq.hidden[:B], T) + (1 - lam) * _pad(oa.hidden[:B], T)
         am = torch.maximum(_pad(oq.sp.attention_mask[:B], T), _pad(oa.sp.attention_mask[:B], T))
-        sp = Spliced(H, am, None, _pad(oq.sp.prompt_mask[:B], T), oq.sp.offset, oq.sp.length)
+        sp = Spliced(H, am, None, _pad(oq.sp.prompt_mask[:B], T), oq.sp.rows(slice(0, B)).offset, oq.sp.length)
         return head.score({k: v[:B] if torch.is_tensor(v) else v for k, v in qb.items()}, Pass(H, sp), prompt)[0], 0
     if isinstance(head, MLMHead) and "groups" not in qb and oq.logits is None:
         key = "mask_pos"
@@ -135,14 +137,14 @@ def mixed_logits(head, qb: dict, ab: dict, oq: Pass, oa: Pass, lam: float, promp
         key = "last"
     else:
         return None
-    pq, pa = oq.sp.shift(qb[key][:B]), oa.sp.shift(ab[key][:B])
+    sq, sa = oq.sp.rows(slice(0, B)), oa.sp.rows(slice(0, B))
+    move = Spliced.predictor if key == "last" else Spliced.shift  # the hidden state the head reads
+    pq, pa = move(sq, qb[key][:B]), move(sa, ab[key][:B])
     pq, pa = (pq, pa) if pq.dim() == 2 else (pq.unsqueeze(1), pa.unsqueeze(1))
     H = oq.hidden[:B].clone()
     H[rows, pq] = lam * oq.hidden[rows, pq] + (1 - lam) * oa.hidden[rows, pa]
     qsub = {k: v[:B] if torch.is_tensor(v) else v for k, v in qb.items()}
-    sp = Spliced(oq.sp.inputs_embeds[:B], oq.sp.attention_mask[:B], None, oq.sp.prompt_mask[:B], oq.sp.offset,
-                 oq.sp.length)
-    return head.score(qsub, Pass(H, sp), prompt)[0], 0
+    return head.score(qsub, Pass(H, sq), prompt)[0], 0
 
 
 def soft_kl(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -290,10 +292,8 @@ def supmer_init(ctx, with_psi: bool):
     ``meta``, ``selfsup`` and ``supmer`` sections, cached); ``with_psi`` records the saved ψ in the provenance (see
     :func:`grad_hook_for`)."""
     init_name = "supmer+psi" if with_psi else "supmer"
-    if with_psi and not ctx.extras.get("applies_grad_hook"):  # refuse before any training
-        raise ConfigError("init 'supmer+psi' needs a caller that applies ψ while tuning (supmer_eval."
-                          "domain_generalisation, notebook 02b, or tune_prompt(grad_hook=supmer.grad_hook_for(...)) "
-                          "with InitContext.extras['applies_grad_hook']=True); this one does not")
+    if with_psi:
+        refuse_without_hook(init_name, ctx)  # before any training
     prompt, prov, out = trained_prompt(init_name, ctx)
     want = (ctx.length, ctx.backbone.hidden_size)
     if with_psi:
@@ -302,6 +302,41 @@ def supmer_init(ctx, with_psi: bool):
         load_psi(out / "psi", want, ctx.backbone)  # fail now, not at the first tuning step
         prov["psi"] = str(out / "psi")
     return prompt, prov
+
+
+def refuse_without_hook(init_name: str, ctx) -> None:
+    """A ψ init for a caller that would tune without ψ: ConfigError (not a silent plain tuning)."""
+    if not ctx.extras.get("applies_grad_hook"):
+        raise ConfigError(f"init {init_name!r} needs a caller that applies ψ while tuning (fewshot, benchmark, "
+                          "supmer-dg, or tune_prompt(grad_hook=supmer.grad_hook_for(...)) with InitContext."
+                          "extras['applies_grad_hook']=True); this one does not")
+
+
+def psi_beside(init_path) -> Path:
+    """The ``psi/`` folder of the run whose prompt is at ``init_path``: the run directory itself, its ``prompt/``
+    adapter folder, or a prompt file in the run directory."""
+    prompt = saved_prompt_path(init_path)
+    run = prompt.parent if prompt.is_file() or prompt.name == "prompt" else prompt
+    return run / "psi"
+
+
+def file_psi_init(ctx):
+    """The ``file+psi`` init: the prompt of a ``meta-train --method supmer`` run (``prompt.init_path``: the run
+    directory or its ``prompt/``) as the ``file`` init loads it, and the run's ψ in the provenance, checked against
+    this prompt shape and backbone now; :func:`grad_hook_for` applies it frozen, as for ``supmer+psi``."""
+    refuse_without_hook("file+psi", ctx)
+    if not ctx.cfg.init_path:
+        raise ConfigError("init 'file+psi' needs prompt.init_path (CLI: --init-path runs/supmer, a meta-train "
+                          "--method supmer run directory)")
+    psi = psi_beside(ctx.cfg.init_path)
+    for name in ("psi.json", "psi.safetensors"):
+        if not (psi / name).is_file():
+            raise PsiError(f"init 'file+psi': no saved ψ for prompt.init_path={ctx.cfg.init_path}: {psi / name} does "
+                           "not exist (meta-train --method supmer writes psi/ unless supmer.psi=false); use the init "
+                           "'file' for the prompt alone")
+    prompt, prov = file_init(ctx)
+    load_psi(psi, (ctx.length, ctx.backbone.hidden_size), ctx.backbone)  # fail now, not at the first tuning step
+    return prompt, {**prov, "psi": str(psi)}
 
 
 def grad_hook_for(prov: dict, head):

@@ -15,8 +15,8 @@ scsp     same-cluster pair, yes/no: is the second sentence from the anchor's  ha
          cluster?
 scss     same-cluster selection, multiple choice: one option from the        correct slot cycles over positions
          anchor's cluster, the others from other clusters
-scc      centroid classification: the options are clusters (the task's       n_options clusters per task, balanced
-         ``n_options`` clusters); the answer is the sentence's own cluster
+scc      centroid classification: the options are clusters (the task's       one cluster per option, balanced
+         option-count clusters); the answer is the sentence's own cluster
 =======  ==================================================================  =====================================
 
 How each type meets each head family (decided here, documented for users):
@@ -34,8 +34,11 @@ How each type meets each head family (decided here, documented for users):
   each option without it (frozen, no gradient), logits = cosine / temperature; for scc the anchors are the cluster
   centroids themselves (the closest analogue of SUPMER's injected centroid vectors).
 
+The option count of each multiple-choice type is ``selfsup.options_per_type[t]``, else ``selfsup.n_options``
+(SUPMER and PPT: nss 6, scss 4, scc 4, i.e. ``n_options=4, options_per_type={"nss": 6}``).
+
 Every task also carries an augmentation query set (``Episode.aug``, as many examples as the query) of the same type
-built from another cluster (for scc: ``n_options`` other clusters), and ``info`` = {type, clusters, aug_clusters,
+built from another cluster (for scc: as many other clusters as options), and ``info`` = {type, clusters, aug_clusters,
 domain_sim = (1 + cos(mean task centroid, mean aug centroid)) / 2, n_classes}, the inputs of SUPMER's gate target.
 
 Bad input: adjacency types (nsp, nss) on a corpus without document ids raise :class:`SelfSupError` unless
@@ -174,11 +177,7 @@ class SelfSupSource:
                       for s in ("train", "val")}
         self.members = self.pools["train"]
         self.keywords = pseudo_label_texts(self.clustering)
-        for t in self.types:
-            if self.k < min_clusters(t, cfg.n_options):
-                raise SelfSupError(f"task type {t!r} needs at least {min_clusters(t, cfg.n_options)} clusters "
-                                   f"(selfsup.n_options={cfg.n_options}, task and augmentation clusters distinct) but "
-                                   f"the corpus has {self.k} (selfsup.n_clusters); raise n_clusters or lower n_options")
+        self._check_options()
         self.usable = {s: [c for c in range(self.k) if len(p[c]) >= 2] for s, p in self.pools.items()}
         self.eligible = self.usable["train"]
         small = [c for c in range(self.k) if c not in self.eligible]
@@ -191,6 +190,21 @@ class SelfSupSource:
         self.doc_keys = list(self.docs)
         self._heads: dict = {}
 
+    def _check_options(self) -> None:
+        """Enough clusters for each type's options (and a distinct augmentation set), and for nss enough texts for
+        its options to be distinct sentences."""
+        cfg = self.cfg
+        for t in self.types:
+            if self.k < min_clusters(t, cfg.options(t)):
+                raise SelfSupError(f"task type {t!r} needs at least {min_clusters(t, cfg.options(t))} clusters "
+                                   f"({cfg.options_knob(t)}, task and augmentation clusters distinct) but the corpus "
+                                   f"has {self.k} (selfsup.n_clusters); raise n_clusters or lower the option count")
+        usable = len(self.rows) - len(self.bad)
+        if "nss" in self.types and usable < cfg.options("nss") + 1:
+            raise SelfSupError(f"task type 'nss' needs an anchor and {cfg.options('nss')} option sentences "
+                               f"({cfg.options_knob('nss')}) but the corpus has {usable} usable lines; lower the "
+                               "option count or use a larger corpus")
+
     def _is_val(self, i: int, row: dict) -> bool:
         """Whole documents (lines without a doc id: single lines) are held out for validation by a seeded hash."""
         key = row.get("doc") if row.get("doc") is not None else f"line{i}"
@@ -202,7 +216,7 @@ class SelfSupSource:
         """The head of task type ``t`` for this backbone (one per type; built once)."""
         if t in self._heads:
             return self._heads[t]
-        fam, n = self.bb.family, self.cfg.n_options
+        fam, n = self.bb.family, self.cfg.options(t)
         if t in ("nsp", "scsp"):
             words, anchors = (NSP_WORDS, NSP_ANCHORS) if t == "nsp" else (SCSP_WORDS, SCSP_ANCHORS)
             template = {"encoder": "{text_a}{sep}{text_b}", "causal": "{text_a} ? {text_b} ? {mask}"}.get(
@@ -251,6 +265,19 @@ class SelfSupSource:
             if (d != doc or len(self.doc_keys) == 1) and j not in self.bad:
                 return j
 
+    def _other_docs(self, rng, i: int, n: int, taken: set) -> list[int]:
+        """``n`` distinct lines from documents other than row ``i``'s, none in ``taken`` (nss distractors); lines
+        repeat only when 50 draws per line find no new one (a corpus of very few documents)."""
+        out: list[int] = []
+        for _ in range(50 * n):
+            if len(out) == n:
+                break
+            j = self._other_doc(rng, i)
+            if j not in taken:
+                taken.add(j)
+                out.append(j)
+        return out + [self._other_doc(rng, i) for _ in range(n - len(out))]
+
     # ----- examples ---------------------------------------------------------------------------------------------
     def _mc(self, anchor: str, options: list[str], label: int, clusters=()) -> Example:
         if self.bb.family == "encoder":
@@ -262,9 +289,9 @@ class SelfSupSource:
         return MCExample(f"{_cut(anchor, aw)} ? {body}", label, None, tuple(options), tuple(clusters))
 
     def _examples(self, t: str, rng, clusters: list[int], n: int) -> list[Example]:
-        """``n`` examples of type ``t`` from ``clusters`` (one cluster, or n_options clusters for scc), labels
-        balanced (cycled over the classes, then shuffled)."""
-        C, rows, out = (3 if t == "nsp" else 2 if t == "scsp" else self.cfg.n_options), self.rows, []
+        """``n`` examples of type ``t`` from ``clusters`` (one cluster, or the option count of clusters for scc),
+        labels balanced (cycled over the classes, then shuffled)."""
+        C, rows, out = (3 if t == "nsp" else 2 if t == "scsp" else self.cfg.options(t)), self.rows, []
         labels = [j % C for j in range(n)]
         rng.shuffle(labels)
         c = clusters[0]
@@ -284,7 +311,7 @@ class SelfSupSource:
                 if i is None:
                     raise SelfSupError(f"cluster {c} has no sentence followed by another of its document (nss)")
                 distract = [d for d in [self._same_doc(rng, i)] if d is not None]
-                distract += [self._other_doc(rng, i) for _ in range(C - 1 - len(distract))]
+                distract += self._other_docs(rng, i, C - 1 - len(distract), {i, nxt, *distract})
                 opts = [rows[j]["text"] for j in distract[:C - 1]]
                 opts.insert(y, rows[nxt]["text"])
                 out.append(self._mc(rows[i]["text"], opts, y))
@@ -301,7 +328,7 @@ class SelfSupSource:
 
     def episode(self, t: str, rng, cluster: int | None = None) -> Episode:
         """One task of type ``t`` (from ``cluster``, or a random one), with support, query and augmentation set."""
-        n = self.cfg.n_options
+        n = self.cfg.options(t)
         if t == "scc":
             task = [int(k) for k in rng.choice(self.eligible, n, replace=False)] if cluster is None else \
                 [cluster] + [int(k) for k in rng.choice([k for k in self.eligible if k != cluster], n - 1, False)]
@@ -326,7 +353,7 @@ class SelfSupSource:
         if split not in self.pools:
             raise SelfSupError(f"split must be 'train' or 'val', got {split!r}")
         self.members, self.eligible = self.pools[split], self.usable[split]
-        types = [t for t in self.types if len(self.eligible) >= min_clusters(t, self.cfg.n_options)]
+        types = [t for t in self.types if len(self.eligible) >= min_clusters(t, self.cfg.options(t))]
         if not types:  # (only the validation documents can be this thin: training clusters are checked up front)
             self.members, self.eligible = self.pools["train"], self.usable["train"]
             raise SelfSupError(f"only {len(self.eligible)} clusters have >= 2 sentences in the {split} documents, "
