@@ -11,7 +11,7 @@ import ast
 import copy
 import dataclasses
 import json
-from dataclasses import field
+from dataclasses import field, fields
 from typing import Any
 
 DEFAULT_SEEDS = (13, 21, 42, 87, 100)  # the seeds every command uses unless told otherwise (defined only here)
@@ -37,6 +37,20 @@ def knob(default, help: str, choices: tuple | None = None):
 def section(cls, help: str):
     """A nested config section (a dataclass field holding another config dataclass)."""
     return field(default_factory=cls, metadata={"help": help})
+
+
+def check_choices(cfg, prefix: str) -> None:
+    """Refuse a value outside a field's declared ``choices``, naming ``prefix.field``."""
+    for f in fields(cfg):
+        allowed = f.metadata.get("choices")
+        if allowed is not None and getattr(cfg, f.name) not in allowed:
+            raise ConfigError(f"{prefix}.{f.name} must be one of {list(allowed)}, got {getattr(cfg, f.name)!r}")
+
+
+def check_positive(cfg, prefix: str, names: tuple, minimum=1) -> None:
+    for name in names:
+        if getattr(cfg, name) < minimum:
+            raise ConfigError(f"{prefix}.{name} must be >= {minimum}, got {getattr(cfg, name)}")
 
 
 # Keys renamed since configs were first written: {config class: {old dotted key: new dotted key}}. from_dict moves

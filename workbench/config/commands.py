@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from workbench.config.base import DEFAULT_SEEDS, ConfigError, knob, section
-from workbench.config.sections import (
-    BackboneConfig,
-    PromptConfig,
-    TaskConfig,
-    TuneConfig,
-    check_choices,
-    check_positive,
-)
+from workbench.config.base import DEFAULT_SEEDS, ConfigError, check_choices, check_positive, knob, section
+from workbench.config.sections import BackboneConfig, PromptConfig, TaskConfig, TuneConfig
 
 
 @dataclass
