@@ -29,10 +29,10 @@ def backbone(tiny, family, **kw):
     return _cache[key]
 
 
-def head_for(bb, task="single", L=4, **task_kw):
+def head_for(bb, task="single", L=4, position="auto", **task_kw):
     tcfg = TaskConfig(**task_kw)
     fmt = resolve_format("toy", task, ["negative", "positive"], bb.family, tcfg)
-    return make_head(bb, fmt, tcfg, PromptConfig(length=L), 48)
+    return make_head(bb, fmt, tcfg, PromptConfig(length=L, position=position), 48)
 
 
 def rand_prompt(bb, L=4, B=None, seed=0):
@@ -123,10 +123,11 @@ def test_causal_multi_token_labels_are_scored_exactly(tiny, family, norm):
             torch.testing.assert_close(logits[i], _manual_causal(bb, head, ex, words, norm), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("position", ["auto", "append"])
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_causal_fast_path_equals_expanded_path(tiny, family):
+def test_causal_fast_path_equals_expanded_path(tiny, family, position):
     bb = backbone(tiny, family)
-    head = head_for(bb)
+    head = head_for(bb, position=position)
     assert head.single
     prompt = rand_prompt(bb)
     with torch.no_grad():

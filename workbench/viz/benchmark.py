@@ -22,6 +22,7 @@ from workbench.engine.runs import RESULTS, RunError, atomic_write, read_run
 from workbench.engine.stats import rank_with_ties
 from workbench.experiments.benchmark import ROWS
 from workbench.experiments.leaderboard import leaderboard_markdown
+from workbench.viz.runs import chance_of
 from workbench.viz.style import dot_interval, empty_figure, human, init_colour, reference_lines, styled, title
 
 ZERO_SHOT = "zero-shot"
@@ -71,12 +72,6 @@ def leaderboard_table(results) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------- figure pieces
-def chance_of(results, dataset) -> float | None:
-    """Chance accuracy (%) of ``dataset``: 100 / its number of labels, when the results describe it."""
-    labels = ((_res(results).get("data") or {}).get(dataset) or {}).get("labels")
-    return 100.0 / len(labels) if labels else None
-
-
 def test_n_of(results, dataset) -> int | None:
     """The number of test examples every row of ``dataset`` was scored on (the subsample when the suite set one)."""
     d = (_res(results).get("data") or {}).get(dataset) or {}

@@ -156,7 +156,9 @@ def summary_table(run_dir, percent: bool = True) -> pd.DataFrame:
     return out[cols].reset_index(drop=True)
 
 
-def _chance(res: dict, dataset) -> float | None:
+def chance_of(res: dict, dataset) -> float | None:
+    """Chance accuracy (%) of ``dataset``: 100 / its number of labels, when the results (fewshot's or a
+    benchmark's ``results.json``) describe it."""
     labels = ((res.get("data") or {}).get(dataset) or {}).get("labels")
     return 100.0 / len(labels) if labels else None
 
@@ -184,8 +186,8 @@ def summary_bars(run_dir, names: dict | None = None):
         t = table[table["dataset"] == ds]
         _dots(fig, t[t["method"] != ZERO_SHOT], names, col)
         zs = t.loc[t["method"] == ZERO_SHOT, "test_acc"]
-        reference_lines(fig, float(zs.iloc[0]) if len(zs) else None, _chance(res, ds), row=1, col=col)
-        lo = [*(t["test_acc"] - t["test_acc_std"]), _chance(res, ds) or 100]
+        reference_lines(fig, float(zs.iloc[0]) if len(zs) else None, chance_of(res, ds), row=1, col=col)
+        lo = [*(t["test_acc"] - t["test_acc_std"]), chance_of(res, ds) or 100]
         hi = [*(t["test_acc"] + t["test_acc_std"])]
         pad = max(2.0, 0.08 * (max(hi) - min(lo)))
         fig.update_yaxes(range=[max(0.0, min(lo) - pad), min(100.0, max(hi) + pad)], row=1, col=col)
