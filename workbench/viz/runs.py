@@ -15,12 +15,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.engine.runs import read_run
-from workbench.viz.style import INIT_COLOURS, SERIES, dot_interval, human, init_colour, integer_ticks, \
+from workbench.viz.style import INIT_COLOURS, dot_interval, human, init_colour, integer_ticks, \
     reference_lines, styled, title
 
 BASELINES = ("zero-shot", "linear-probe")
 ZERO_SHOT = "zero-shot"
-_PALETTE = SERIES  # series that are not inits (classes, clusters): kept for the modules that import it
 
 
 FEWSHOT_RUN = "expected the --out folder of a fewshot run"
